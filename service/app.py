@@ -1,0 +1,139 @@
+"""The app factory. The lifespan owns the engine, the command broker and the metrics registry;
+each can be handed in (tests pass their own), like ``registry=`` in prometheus-client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm import Session, sessionmaker
+
+import service
+from service.broker import CommandBroker, InProcessBroker, RedisBroker
+from service.db.engine import make_engine, make_session_factory
+from service.errors import SharpwatchError
+from service.middleware import BodySizeLimit, RequestTiming
+from service.observability import ServiceMetrics
+from service.routes import health, metrics, runs, steps
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Training-health monitoring for RLVR (GRPO, DAPO, RLOO).
+
+Trainers register a run, then stream one record per step: step metrics (entropy, success rate,
+degenerate-group fractions, Z'(q) summary, reward accuracy, ...) and per-query rows. Every field's
+unit and range is documented on its schema. Errors name the field and the reason.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    broker: CommandBroker | None = None,
+    registry: CollectorRegistry | None = None,
+    session_factory: sessionmaker[Session] | None = None,
+) -> FastAPI:
+    settings = settings if settings is not None else Settings()
+    registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+    service_metrics = ServiceMetrics(registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_engine = engine is None
+        app.state.engine = engine if engine is not None else make_engine(settings.database_url)
+        app.state.session_factory = (
+            session_factory
+            if session_factory is not None
+            else make_session_factory(app.state.engine)
+        )
+        own_broker = broker is None
+        if broker is not None:
+            app.state.broker = broker
+        elif settings.redis_url:
+            app.state.broker = RedisBroker(settings.redis_url)
+        else:
+            app.state.broker = InProcessBroker()
+        if own_broker:
+            await app.state.broker.start()
+        try:
+            yield
+        finally:
+            if own_broker:
+                await app.state.broker.close()
+            if own_engine:
+                app.state.engine.dispose()
+
+    app = FastAPI(
+        title="sharpwatch",
+        version=service.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.metrics = service_metrics
+    app.add_middleware(RequestTiming, metrics=service_metrics)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    _install_error_handlers(app)
+    for router in (health.router, metrics.router, runs.router, steps.router):
+        app.include_router(router)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SharpwatchError)
+    async def _domain_error(_request: Request, exc: SharpwatchError) -> Response:
+        return JSONResponse(
+            {"detail": exc.message, "field": exc.field}, status_code=exc.status_code
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        errors = [_describe(error) for error in exc.errors()]
+        return JSONResponse(
+            {
+                "detail": "; ".join(f"{e['field']}: {e['reason']}" for e in errors),
+                "errors": errors,
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _database_down(_request: Request, exc: Exception) -> Response:
+        log.warning("database unavailable", extra={"error": type(exc).__name__})
+        return JSONResponse(
+            {"detail": "database unavailable; nothing was stored, retry later", "field": None},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+
+def _describe(error: Any) -> dict[str, str]:
+    reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "json_invalid":
+        position = error.get("loc", ("body", "?"))[-1]
+        detail = error.get("ctx", {}).get("error", "parse error")
+        return {
+            "field": "body",
+            "reason": f"body is not valid JSON: {detail} at character {position}",
+            "type": "json_invalid",
+        }
+    location = [str(part) for part in error.get("loc", ())]
+    if location and location[0] in ("body", "query", "path", "header"):
+        location = location[1:]
+    field = ""
+    for part in location:
+        field += f"[{part}]" if part.isdigit() else (f".{part}" if field else part)
+    return {"field": field or "body", "reason": reason, "type": str(error.get("type", ""))}

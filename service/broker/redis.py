@@ -1,0 +1,73 @@
+"""Redis pub/sub broker for several workers: each worker holds one subscription and fans
+messages out to its local listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import AbstractAsyncContextManager
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from service.broker.base import Listener, LocalListeners
+
+log = logging.getLogger(__name__)
+CHANNEL_PREFIX = "sharpwatch:commands:"
+
+
+class RedisBroker:
+    def __init__(self, url: str, *, client: aioredis.Redis | None = None) -> None:
+        self._client = client if client is not None else aioredis.from_url(url)
+        self._listeners = LocalListeners()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._receive(), name="sharpwatch-redis-broker")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._client.aclose()
+
+    async def publish(self, run_id: int) -> None:
+        self._listeners.wake(run_id)
+        try:
+            await self._client.publish(f"{CHANNEL_PREFIX}{run_id}", b"1")
+        except RedisError as exc:
+            # Other workers' pollers find the command on their next look at the database.
+            log.warning("redis publish failed", extra={"run_id": run_id, "error": str(exc)})
+
+    def listen(self, run_id: int) -> AbstractAsyncContextManager[Listener]:
+        return self._listeners.listen(run_id)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def _receive(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                async with self._client.pubsub() as pubsub:
+                    await pubsub.psubscribe(f"{CHANNEL_PREFIX}*")
+                    backoff = 0.1
+                    async for message in pubsub.listen():
+                        if message.get("type") != "pmessage":
+                            continue
+                        channel = message["channel"]
+                        if isinstance(channel, bytes):
+                            channel = channel.decode()
+                        with contextlib.suppress(ValueError):
+                            self._listeners.wake(int(channel.removeprefix(CHANNEL_PREFIX)))
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("redis subscription lost; retrying", extra={"error": str(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

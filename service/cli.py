@@ -1,0 +1,155 @@
+"""The ``sharpwatch`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+from service.errors import ConfigurationError
+from service.settings import Settings
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _settings(overrides: dict[str, object]) -> Settings:
+    """Settings from the environment with command-line overrides, exported back to the
+    environment so uvicorn's worker processes build the same ones."""
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[f"SHARPWATCH_{name.upper()}"] = str(value)
+    return Settings()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.db.engine import make_engine
+    from service.db.migrate import upgrade
+    from service.logging_setup import configure_logging
+
+    settings = _settings(
+        {"host": args.host, "port": args.port, "workers": args.workers, "log_level": args.log_level}
+    )
+    configure_logging(settings.log_level)
+    if settings.migrate_on_start:
+        engine = make_engine(settings.database_url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+    print(
+        f"sharpwatch serving on http://{settings.host}:{settings.port} "
+        f"(database {settings.database_url}, "
+        f"broker {'redis' if settings.redis_url else 'in-process'}, "
+        f"workers {settings.workers}); API docs at /docs",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=None,
+        access_log=settings.log_level in ("debug", "info"),
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from service.db.engine import make_engine
+    from service.db.migrate import current_revision, upgrade
+
+    settings = _settings({})
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade(engine, args.revision)
+        print(f"database at revision {current_revision(engine)}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _db_current(_args: argparse.Namespace) -> int:
+    from service.db.engine import make_engine
+    from service.db.migrate import current_revision, head_revision
+
+    engine = make_engine(_settings({}).database_url)
+    try:
+        print(f"current {current_revision(engine)} head {head_revision(engine)}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def settings_table() -> str:
+    """The README's configuration table, generated from ``Settings``."""
+    lines = ["| setting | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else f"`{default}`"
+        lines.append(
+            f"| `{name}` | `SHARPWATCH_{name.upper()}` | {shown} | {field.description or ''} |"
+        )
+    return "\n".join(lines)
+
+
+def _config(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(settings_table())
+    else:
+        for name, value in _settings({}).model_dump().items():
+            print(f"SHARPWATCH_{name.upper()}={value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sharpwatch", description="RLVR training-health monitoring service."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="apply migrations, then run the service")
+    serve.add_argument("--host", help="bind address (SHARPWATCH_HOST)")
+    serve.add_argument("--port", type=int, help="port (SHARPWATCH_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (SHARPWATCH_WORKERS)")
+    serve.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="SHARPWATCH_LOG_LEVEL"
+    )
+    serve.set_defaults(handler=_serve)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(
+        dest="db_command", required=True
+    )
+    up = db.add_parser("upgrade", help="apply migrations up to a revision (default head)")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(handler=_db_upgrade)
+    db.add_parser("current", help="show the current and head revisions").set_defaults(
+        handler=_db_current
+    )
+
+    config = commands.add_parser("config", help="show the effective settings")
+    config.add_argument("--markdown", action="store_true", help="print the settings table")
+    config.set_defaults(handler=_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (ConfigurationError, ValidationError) as exc:
+        print(f"sharpwatch: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

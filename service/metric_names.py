@@ -1,0 +1,48 @@
+"""The standard step metrics of the wire contract: name, unit, range and meaning (science.md
+section in brackets). Models, schemas, OpenAPI docs and Prometheus all read this one table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    unit: str
+    description: str
+
+
+STEP_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("entropy", "nats", "mean token entropy of the step's responses [§1, §3]"),
+    MetricSpec("success_rate", "fraction 0..1", "batch success rate, mean of S+/G [§1]"),
+    MetricSpec("degenerate_all_fail", "fraction 0..1", "share of groups with S+ = 0 [§1]"),
+    MetricSpec("degenerate_all_pass", "fraction 0..1", "share of groups with S+ = G [§1]"),
+    MetricSpec("log_zprime_mean", "nats", "mean over queries of log Z'(q) [§2]"),
+    MetricSpec("log_zprime_p90", "nats", "90th percentile over queries of log Z'(q) [§2]"),
+    MetricSpec("zprime_gt1_frac", "fraction 0..1", "share of queries with Z'(q) > 1 [§2]"),
+    MetricSpec("reward_accuracy", "fraction 0..1", "pseudo = oracle reward, per sample [§4]"),
+    MetricSpec("label_accuracy", "fraction 0..1", "pseudo-label = ground truth, per query [§4]"),
+    MetricSpec("proxy_reward", "reward units", "mean pseudo (intrinsic) reward [§4]"),
+    MetricSpec("gt_reward", "reward units", "mean ground-truth (oracle) reward [§4]"),
+    MetricSpec("response_length", "tokens", "mean response length [§4]"),
+    MetricSpec("repetition_rate", "fraction 0..1", "share of repeated n-grams in responses [§4]"),
+    MetricSpec("kl", "nats", "KL divergence to the reference policy"),
+    MetricSpec("alpha", "dimensionless", "IAC calibration strength in effect [§3]"),
+    MetricSpec("mu", "dimensionless", "DLC calibration strength in effect [§3]"),
+    MetricSpec("probe_success", "fraction 0..1", "success rate on the held-out probe set [§2]"),
+    MetricSpec("probe_entropy", "nats", "mean token entropy on the held-out probe set [§2]"),
+    MetricSpec("loss", "loss units", "training loss"),
+    MetricSpec("grad_norm", "norm units", "gradient norm before clipping"),
+)
+
+STEP_METRIC_NAMES: frozenset[str] = frozenset(m.name for m in STEP_METRICS)
+
+QUERY_FIELDS: tuple[MetricSpec, ...] = (
+    MetricSpec("entropy", "nats", "mean token entropy of this query's responses"),
+    MetricSpec("log_zprime", "nats", "log Z'(q) from the advantages used for the update [§2]"),
+    MetricSpec("log_zprime_raw", "nats", "log Z'(q) from the raw advantages, before IAC [§2]"),
+    MetricSpec("n_modes", "count", "distinct answer keys in the group [§2]"),
+    MetricSpec("reward_accuracy", "fraction 0..1", "pseudo vs oracle reward agreement [§4]"),
+    MetricSpec("response_length", "tokens", "mean response length in the group"),
+)

@@ -1,0 +1,1 @@
+"""HTTP routes; thin: validate, call the storage layer, shape the answer."""

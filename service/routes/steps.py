@@ -1,0 +1,95 @@
+"""Step ingest and series reads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import TypeAdapter, ValidationError
+
+from service.deps import MetricsDep, SessionDep
+from service.errors import InvalidInputError
+from service.routes.runs import RunId
+from service.schemas.common import MAX_INT32, MetricName
+from service.schemas.steps import (
+    QueryHistory,
+    QueryId,
+    StepBatchIn,
+    StepBatchResult,
+    StepDetail,
+    StepSeries,
+)
+from service.storage import runs as run_store
+from service.storage import steps as step_store
+
+router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["steps"])
+_METRIC_LIST: TypeAdapter[list[str]] = TypeAdapter(list[MetricName])
+
+
+@router.post(
+    "/steps",
+    summary="Ingest step records (idempotent; all or nothing)",
+    responses={
+        404: {"description": "Unknown run"},
+        409: {"description": "A re-sent step differs from the stored one"},
+        422: {"description": "A field is invalid; the message names it"},
+    },
+)
+async def ingest_steps(
+    run_id: RunId, body: StepBatchIn, session: SessionDep, metrics: MetricsDep
+) -> StepBatchResult:
+    result = await run_in_threadpool(step_store.ingest, session, run_id, body)
+    metrics.ingested_steps.inc(len(result.accepted))
+    metrics.ingested_query_rows.inc(result.rows)
+    metrics.duplicate_steps.inc(len(result.duplicates))
+    return StepBatchResult(accepted=result.accepted, duplicates=result.duplicates)
+
+
+@router.get("/steps", summary="Step series of a run")
+def step_series(
+    run_id: RunId,
+    session: SessionDep,
+    from_: Annotated[int | None, Query(alias="from", ge=0, le=MAX_INT32)] = None,
+    to: Annotated[int | None, Query(ge=0, le=MAX_INT32)] = None,
+    metrics: Annotated[
+        str | None,
+        Query(max_length=4096, description="Comma-separated metric names; default all."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+) -> StepSeries:
+    run_store.get(session, run_id)
+    names = _metric_list(metrics)
+    return step_store.series(session, run_id, start=from_, stop=to, metrics=names, limit=limit)
+
+
+@router.get("/steps/{step}", summary="One step with its per-query rows")
+def step_detail(
+    run_id: RunId, step: Annotated[int, Path(ge=0, le=MAX_INT32)], session: SessionDep
+) -> StepDetail:
+    run_store.get(session, run_id)
+    return step_store.detail(session, run_id, step)
+
+
+@router.get("/queries/{query_id}", summary="One query's history across steps")
+def query_history(
+    run_id: RunId,
+    query_id: QueryId,
+    session: SessionDep,
+    from_: Annotated[int | None, Query(alias="from", ge=0, le=MAX_INT32)] = None,
+    to: Annotated[int | None, Query(ge=0, le=MAX_INT32)] = None,
+) -> QueryHistory:
+    run_store.get(session, run_id)
+    return step_store.query_history(session, run_id, query_id, start=from_, stop=to)
+
+
+def _metric_list(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    try:
+        return _METRIC_LIST.validate_python(names)
+    except ValidationError as exc:
+        raise InvalidInputError(
+            f"metrics: {exc.errors()[0]['msg']} (comma-separated metric names)", field="metrics"
+        ) from exc

@@ -1,0 +1,89 @@
+"""The service's one typed configuration object (environment prefix ``SHARPWATCH_``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.errors import ConfigurationError
+
+DEFAULT_DATABASE_URL = "sqlite:///./sharpwatch.db"
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class Settings(BaseSettings):
+    """Every setting, its environment variable (``SHARPWATCH_<NAME>``) and its default.
+
+    The README's configuration table is generated from these field descriptions
+    (``sharpwatch config --markdown``) and a test keeps the two in step.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SHARPWATCH_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL of the store: a SQLite file (embedded default) or "
+        "`postgresql+psycopg://user@host/db`.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL for the command broker shared by several workers; unset means the "
+        "in-process broker (one worker only).",
+    )
+    host: str = Field("127.0.0.1", description="Address `sharpwatch serve` binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `sharpwatch serve` listens on.")
+    workers: int = Field(1, ge=1, le=64, description="Uvicorn worker processes.")
+    log_level: LogLevel = Field("warning", description="Log level of the JSON logs on stderr.")
+    env: Literal["dev", "prod"] = Field(
+        "dev", description="`dev` allows the embedded defaults; `prod` refuses unsafe settings."
+    )
+    migrate_on_start: bool = Field(
+        True, description="Apply database migrations before `sharpwatch serve` starts uvicorn."
+    )
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Largest accepted request body in bytes; larger bodies get 413.",
+    )
+    command_poll_max_wait: float = Field(
+        30.0, gt=0, le=300, description="Longest `wait=` a command long-poll may ask for, seconds."
+    )
+
+    @model_validator(mode="after")
+    def _check_safe(self) -> Settings:
+        if self.workers > 1 and not self.redis_url:
+            raise ConfigurationError(
+                f"SHARPWATCH_WORKERS={self.workers} needs SHARPWATCH_REDIS_URL: the in-process "
+                "command broker cannot wake long-polls held by other worker processes. Set "
+                "SHARPWATCH_REDIS_URL=redis://host:6379/0 or use one worker."
+            )
+        if self.env == "prod" and self.is_sqlite:
+            raise ConfigurationError(
+                "SHARPWATCH_ENV=prod with a SQLite database: set SHARPWATCH_DATABASE_URL to a "
+                "PostgreSQL URL (postgresql+psycopg://...) for production."
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        _, _, rest = self.database_url.partition(":///")
+        return None if rest in ("", ":memory:") else Path(rest)
+
+    @property
+    def binds_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False

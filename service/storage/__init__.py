@@ -1,0 +1,1 @@
+"""The storage layer: every read and write of the store, and the only place that commits."""

@@ -1,0 +1,73 @@
+"""Runs: register (idempotent on project + name), fetch, list."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.db.models import Run
+from service.errors import NotFoundError
+from service.schemas.runs import RunCreate
+
+
+def register(session: Session, spec: RunCreate) -> tuple[Run, bool]:
+    """The run named ``spec.project``/``spec.name``, created if new. Returns (run, created)."""
+    existing = _find(session, spec.project, spec.name)
+    if existing is not None:
+        return existing, False
+    run = Run(
+        project=spec.project,
+        name=spec.name,
+        group_size=spec.group_size,
+        kl_beta=spec.kl_beta,
+        config=spec.config,
+        tags=spec.tags,
+        status="running",
+    )
+    session.add(run)
+    try:
+        session.commit()
+    except IntegrityError:
+        # Another request registered the same run between our read and our insert.
+        session.rollback()
+        existing = _find(session, spec.project, spec.name)
+        if existing is None:
+            raise
+        return existing, False
+    return run, True
+
+
+def _find(session: Session, project: str, name: str) -> Run | None:
+    return session.scalars(select(Run).where(Run.project == project, Run.name == name)).first()
+
+
+def get(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"run {run_id} does not exist", field="run_id")
+    return run
+
+
+def list_runs(
+    session: Session,
+    *,
+    project: str | None = None,
+    status: str | None = None,
+    after_id: int | None = None,
+    limit: int = 100,
+) -> tuple[Sequence[Run], int | None]:
+    """A page of runs ordered by id, and the id to continue after (None on the last page)."""
+    query = select(Run).order_by(Run.id).limit(limit + 1)
+    if project is not None:
+        query = query.where(Run.project == project)
+    if status is not None:
+        query = query.where(Run.status == status)
+    if after_id is not None:
+        query = query.where(Run.id > after_id)
+    rows = session.scalars(query).all()
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None

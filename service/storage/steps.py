@@ -1,0 +1,238 @@
+"""Step ingest (idempotent, all-or-nothing per batch) and series reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.db.base import utcnow
+from service.db.models import QueryStat, Run, Step
+from service.errors import ConflictError, NotFoundError
+from service.metric_names import STEP_METRIC_NAMES
+from service.schemas.steps import (
+    QueryHistory,
+    QueryOut,
+    QueryPoint,
+    StepBatchIn,
+    StepDetail,
+    StepIn,
+    StepOut,
+    StepSeries,
+)
+
+_QUERY_COLUMNS = (
+    "entropy",
+    "log_zprime",
+    "log_zprime_raw",
+    "n_modes",
+    "reward_accuracy",
+    "response_length",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: list[int]
+    duplicates: list[int]
+    rows: int  # per-query rows stored
+
+
+def ingest(session: Session, run_id: int, batch: StepBatchIn) -> IngestResult:
+    """Store the batch's new steps; identical re-sends are duplicates; a changed re-send is a
+    409 and nothing of the batch is stored."""
+    for attempt in range(2):
+        try:
+            return _ingest_once(session, run_id, batch)
+        except IntegrityError:
+            # A concurrent request stored one of these steps first: classify again.
+            session.rollback()
+            if attempt == 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestResult:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"run {run_id} does not exist", field="run_id")
+    hashes = {record.step: record.content_hash() for record in batch.steps}
+    stored = {
+        row.step: row.content_hash
+        for row in session.execute(
+            select(Step.step, Step.content_hash).where(
+                Step.run_id == run_id, Step.step.in_(list(hashes))
+            )
+        )
+    }
+    duplicates: list[int] = []
+    fresh: list[StepIn] = []
+    for index, record in enumerate(batch.steps):
+        previous = stored.get(record.step)
+        if previous is None:
+            fresh.append(record)
+        elif previous == hashes[record.step]:
+            duplicates.append(record.step)
+        else:
+            raise ConflictError(
+                f"step {record.step} of run {run_id} is already stored with different content; "
+                "steps are immutable once acknowledged (re-send the original or use a new step)",
+                field=f"steps[{index}].step",
+            )
+    if not fresh:
+        return IngestResult(accepted=[], duplicates=duplicates, rows=0)
+
+    now = utcnow()
+    step_rows = [_step_row(run_id, record, hashes[record.step], now) for record in fresh]
+    session.execute(insert(Step), step_rows)
+    query_rows = [
+        {
+            "run_id": run_id,
+            "step": record.step,
+            "query_id": query.query_id,
+            "group_size": query.group_size,
+            "successes": query.successes,
+            **{column: getattr(query, column) for column in _QUERY_COLUMNS},
+        }
+        for record in fresh
+        for query in record.queries
+    ]
+    if query_rows:
+        session.execute(insert(QueryStat), query_rows)
+    newest = max(record.step for record in fresh)
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id, or_(Run.last_step.is_(None), Run.last_step < newest))
+        .values(last_step=newest, last_step_at=now)
+    )
+    session.commit()
+    return IngestResult(
+        accepted=[record.step for record in fresh], duplicates=duplicates, rows=len(query_rows)
+    )
+
+
+def _step_row(run_id: int, record: StepIn, content_hash: str, now: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "step": record.step,
+        "time": record.time,
+        "received_at": now,
+        "content_hash": content_hash,
+        "non_finite": list(record.non_finite),
+        "n_queries": len(record.queries),
+        "extras": {k: v for k, v in record.metrics.items() if k not in STEP_METRIC_NAMES},
+    }
+    for name in STEP_METRIC_NAMES:
+        row[name] = record.metrics.get(name)
+    return row
+
+
+def _step_out(step: Step, metrics: Sequence[str] | None) -> StepOut:
+    values: dict[str, float | None] = {}
+    names = STEP_METRIC_NAMES if metrics is None else metrics
+    for name in names:
+        if name in STEP_METRIC_NAMES:
+            value = getattr(step, name)
+            if value is not None or metrics is not None:
+                values[name] = value
+        elif name in step.extras:
+            values[name] = step.extras[name]
+    if metrics is None:
+        values.update(step.extras)
+    return StepOut(
+        step=step.step,
+        time=step.time,
+        received_at=step.received_at,
+        metrics=values,
+        non_finite=list(step.non_finite),
+        n_queries=step.n_queries,
+    )
+
+
+def series(
+    session: Session,
+    run_id: int,
+    *,
+    start: int | None = None,
+    stop: int | None = None,
+    metrics: Sequence[str] | None = None,
+    limit: int = 1000,
+) -> StepSeries:
+    """Steps ``start <= step <= stop`` in order, at most ``limit``; ``metrics`` picks names."""
+    query = select(Step).where(Step.run_id == run_id).order_by(Step.step).limit(limit + 1)
+    if start is not None:
+        query = query.where(Step.step >= start)
+    if stop is not None:
+        query = query.where(Step.step <= stop)
+    rows = session.scalars(query).all()
+    next_from = rows[limit].step if len(rows) > limit else None
+    return StepSeries(
+        run_id=run_id,
+        steps=[_step_out(step, metrics) for step in rows[:limit]],
+        next_from=next_from,
+    )
+
+
+def detail(session: Session, run_id: int, step: int) -> StepDetail:
+    row = session.scalars(select(Step).where(Step.run_id == run_id, Step.step == step)).first()
+    if row is None:
+        raise NotFoundError(f"run {run_id} has no step {step}", field="step")
+    queries = session.scalars(
+        select(QueryStat)
+        .where(QueryStat.run_id == run_id, QueryStat.step == step)
+        .order_by(QueryStat.id)
+    ).all()
+    return StepDetail(
+        **_step_out(row, None).model_dump(),
+        queries=[
+            QueryOut(
+                query_id=q.query_id,
+                group_size=q.group_size,
+                successes=q.successes,
+                **{column: getattr(q, column) for column in _QUERY_COLUMNS},
+            )
+            for q in queries
+        ],
+    )
+
+
+def query_history(
+    session: Session,
+    run_id: int,
+    query_id: str,
+    *,
+    start: int | None = None,
+    stop: int | None = None,
+    limit: int = 10000,
+) -> QueryHistory:
+    query = (
+        select(QueryStat)
+        .where(QueryStat.run_id == run_id, QueryStat.query_id == query_id)
+        .order_by(QueryStat.step)
+        .limit(limit)
+    )
+    if start is not None:
+        query = query.where(QueryStat.step >= start)
+    if stop is not None:
+        query = query.where(QueryStat.step <= stop)
+    rows = session.scalars(query).all()
+    if not rows and start is None and stop is None:
+        raise NotFoundError(f"run {run_id} has no rows for query {query_id!r}", field="query_id")
+    return QueryHistory(
+        run_id=run_id,
+        query_id=query_id,
+        points=[
+            QueryPoint(
+                step=q.step,
+                group_size=q.group_size,
+                successes=q.successes,
+                success_rate=q.successes / q.group_size,
+                **{column: getattr(q, column) for column in _QUERY_COLUMNS},
+            )
+            for q in rows
+        ],
+    )

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from tests.service._helpers import run_body
+
+
+def test_register_returns_201_then_200_for_same_project_and_name(client: TestClient) -> None:
+    first = client.post("/api/v1/runs", json=run_body())
+    assert first.status_code == 201, first.text
+    run = first.json()
+    assert run["name"] == "run-a"
+    assert run["project"] == "proj"
+    assert run["group_size"] == 8
+    assert run["kl_beta"] == 0.04
+    assert run["config"] == {"lr": 1e-6}
+    assert run["tags"] == {"model": "tiny"}
+    assert run["status"] == "running"
+    assert run["created_at"].endswith("Z")
+    again = client.post("/api/v1/runs", json=run_body())
+    assert again.status_code == 200
+    assert again.json()["id"] == run["id"]
+    other = client.post("/api/v1/runs", json=run_body(project="other"))
+    assert other.status_code == 201
+    assert other.json()["id"] != run["id"]
+
+
+def test_get_and_list_runs_with_filters_and_cursor(client: TestClient) -> None:
+    ids = [client.post("/api/v1/runs", json=run_body(f"r{i}")).json()["id"] for i in range(5)]
+    client.post("/api/v1/runs", json=run_body("elsewhere", project="p2"))
+    assert client.get(f"/api/v1/runs/{ids[2]}").json()["name"] == "r2"
+
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params = {"project": "proj", "limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/api/v1/runs", params=params).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids
+    assert client.get("/api/v1/runs", params={"status": "stopped"}).json()["items"] == []
+
+
+def test_unknown_run_is_404_naming_it(client: TestClient) -> None:
+    response = client.get("/api/v1/runs/999")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "run 999 does not exist", "field": "run_id"}
+
+
+def test_run_validation_names_the_field(client: TestClient) -> None:
+    cases = {
+        "group_size": (run_body(group_size=0), "greater than or equal to 1"),
+        "kl_beta": (run_body(kl_beta=-1), "greater than or equal to 0"),
+        "name": (run_body(name=""), "at least 1 character"),
+        "surprise": (run_body(surprise=1), "Extra inputs are not permitted"),
+    }
+    for field, (body, reason) in cases.items():
+        response = client.post("/api/v1/runs", json=body)
+        assert response.status_code == 422, field
+        error = response.json()["errors"][0]
+        assert error["field"] == field
+        assert reason in error["reason"]
+    assert client.get("/api/v1/runs").json()["items"] == []

@@ -1,0 +1,256 @@
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db.models import QueryStat, Step
+from tests.service._helpers import run_body, step_record
+
+
+@pytest.fixture
+def run_id(client: TestClient) -> int:
+    return int(client.post("/api/v1/runs", json=run_body()).json()["id"])
+
+
+def _counts(session_factory: sessionmaker[Session]) -> tuple[int, int]:
+    with session_factory() as session:
+        steps = session.scalar(select(func.count()).select_from(Step))
+        rows = session.scalar(select(func.count()).select_from(QueryStat))
+    return int(steps or 0), int(rows or 0)
+
+
+def test_steps_round_trip(client: TestClient, run_id: int) -> None:
+    batch = [step_record(s, custom_metric=float(s)) for s in range(5)]
+    response = client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": batch})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": [0, 1, 2, 3, 4], "duplicates": []}
+
+    series = client.get(f"/api/v1/runs/{run_id}/steps").json()
+    assert [s["step"] for s in series["steps"]] == [0, 1, 2, 3, 4]
+    for sent, got in zip(batch, series["steps"], strict=True):
+        for name, value in sent["metrics"].items():
+            assert got["metrics"][name] == pytest.approx(value)
+        assert got["n_queries"] == 3
+        assert got["time"] == "2026-11-23T10:00:00Z"
+
+    picked = client.get(
+        f"/api/v1/runs/{run_id}/steps", params={"from": 1, "to": 3, "metrics": "entropy"}
+    ).json()
+    assert [s["step"] for s in picked["steps"]] == [1, 2, 3]
+    assert all(set(s["metrics"]) == {"entropy"} for s in picked["steps"])
+
+    detail = client.get(f"/api/v1/runs/{run_id}/steps/2").json()
+    assert [q["query_id"] for q in detail["queries"]] == ["q0", "q1", "q2"]
+    assert detail["queries"][1]["successes"] == batch[2]["queries"][1]["successes"]
+
+    history = client.get(f"/api/v1/runs/{run_id}/queries/q1").json()
+    assert [p["step"] for p in history["points"]] == [0, 1, 2, 3, 4]
+    for point, record in zip(history["points"], batch, strict=True):
+        sent = record["queries"][1]
+        assert point["successes"] == sent["successes"]
+        assert point["success_rate"] == pytest.approx(sent["successes"] / sent["group_size"])
+        assert point["entropy"] == pytest.approx(sent["entropy"])
+
+    run = client.get(f"/api/v1/runs/{run_id}").json()
+    assert run["last_step"] == 4
+
+
+def test_series_pagination(client: TestClient, run_id: int) -> None:
+    client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": [step_record(s, 0) for s in range(7)]})
+    page = client.get(f"/api/v1/runs/{run_id}/steps", params={"limit": 3}).json()
+    assert [s["step"] for s in page["steps"]] == [0, 1, 2]
+    assert page["next_from"] == 3
+    rest = client.get(f"/api/v1/runs/{run_id}/steps", params={"from": 6, "limit": 3}).json()
+    assert [s["step"] for s in rest["steps"]] == [6]
+    assert rest["next_from"] is None
+
+
+def test_identical_resend_is_a_duplicate_and_stores_nothing(
+    client: TestClient, run_id: int, session_factory: sessionmaker[Session]
+) -> None:
+    batch = {"steps": [step_record(0), step_record(1)]}
+    assert client.post(f"/api/v1/runs/{run_id}/steps", json=batch).status_code == 200
+    before = _counts(session_factory)
+    batch["steps"].append(step_record(2))
+    again = client.post(f"/api/v1/runs/{run_id}/steps", json=batch)
+    assert again.json() == {"accepted": [2], "duplicates": [0, 1]}
+    assert _counts(session_factory) == (before[0] + 1, before[1] + 3)
+
+
+def test_changed_resend_is_409_naming_the_step_and_stores_nothing(
+    client: TestClient, run_id: int, session_factory: sessionmaker[Session]
+) -> None:
+    client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": [step_record(0)]})
+    before = _counts(session_factory)
+    changed = step_record(0, entropy=0.1)
+    response = client.post(
+        f"/api/v1/runs/{run_id}/steps", json={"steps": [step_record(1), changed]}
+    )
+    assert response.status_code == 409
+    body = response.json()
+    assert body["field"] == "steps[1].step"
+    assert "step 0" in body["detail"]
+    assert _counts(session_factory) == before
+
+
+def test_non_finite_metrics_are_stored_missing_with_their_names(
+    client: TestClient, run_id: int
+) -> None:
+    record = step_record(0)
+    record["metrics"]["entropy"] = None
+    record["non_finite"] = ["entropy", "grad_norm"]
+    response = client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": [record]})
+    assert response.status_code == 200, response.text
+    stored = client.get(f"/api/v1/runs/{run_id}/steps/0").json()
+    assert stored["non_finite"] == ["entropy", "grad_norm"]
+    assert stored["metrics"].get("entropy") is None
+
+
+def _nan_body() -> bytes:
+    record = step_record(0)
+    record["metrics"]["entropy"] = math.nan
+    return json.dumps({"steps": [record]}).encode()  # json.dumps writes the literal NaN
+
+
+BAD_STEPS: dict[str, tuple[Any, int, str, str]] = {
+    # name: (body, status, field, words in the reason)
+    "wrong type": (
+        {"steps": [step_record(0) | {"step": "abc"}]},
+        422,
+        "steps[0].step",
+        "valid integer",
+    ),
+    "negative step": (
+        {"steps": [step_record(0) | {"step": -1}]},
+        422,
+        "steps[0].step",
+        "greater than or equal to 0",
+    ),
+    "successes above group size": (
+        {"steps": [step_record(1, group_size=8) | {"queries": [
+            {"query_id": "q", "group_size": 8, "successes": 9}]}]},
+        422,
+        "steps[0].queries[0]",
+        "successes (9) must not exceed group_size (8)",
+    ),
+    "group size below one": (
+        {"steps": [step_record(0) | {"queries": [
+            {"query_id": "q", "group_size": 0, "successes": 0}]}]},
+        422,
+        "steps[0].queries[0].group_size",
+        "greater than or equal to 1",
+    ),
+    "missing query id": (
+        {"steps": [step_record(0) | {"queries": [{"group_size": 8, "successes": 1}]}]},
+        422,
+        "steps[0].queries[0].query_id",
+        "Field required",
+    ),
+    "NaN literal": (_nan_body(), 422, "steps[0].metrics.entropy", "finite number"),
+    "duplicate step in batch": (
+        {"steps": [step_record(3), step_record(3)]},
+        422,
+        "steps",
+        "steps[1].step 3 appears twice",
+    ),
+    "duplicate query id": (
+        {"steps": [step_record(0) | {"queries": [
+            {"query_id": "q", "group_size": 8, "successes": 1},
+            {"query_id": "q", "group_size": 8, "successes": 2}]}]},
+        422,
+        "steps[0].queries",
+        "queries[1].query_id 'q' appears twice",
+    ),
+    "empty batch": ({"steps": []}, 422, "steps", "at least 1 item"),
+    "unknown field": (
+        {"steps": [step_record(0) | {"extra": 1}]},
+        422,
+        "steps[0].extra",
+        "Extra inputs are not permitted",
+    ),
+    "bad metric name": (
+        {"steps": [step_record(0) | {"metrics": {"bad name!": 1.0}}]},
+        422,
+        "steps[0].metrics.bad name!.[key]",
+        "pattern",
+    ),
+    "finite value listed as non-finite": (
+        {"steps": [step_record(0) | {"non_finite": ["entropy"]}]},
+        422,
+        "steps[0]",
+        "non_finite names 'entropy'",
+    ),
+    "not JSON": (b'{"steps": [', 422, "body", "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_STEPS))
+def test_bad_step_input_is_4xx_naming_field_and_stores_nothing(
+    client: TestClient, run_id: int, session_factory: sessionmaker[Session], case: str
+) -> None:
+    body, status, field, reason = BAD_STEPS[case]
+    if isinstance(body, dict):
+        # A valid step rides along first: the batch is all or nothing.
+        body = {"steps": [step_record(100), *body["steps"]]} if body["steps"] else body
+        field = _shift(field)
+        reason = reason.replace("steps[1].step 3", "steps[2].step 3")
+        content = json.dumps(body).encode()
+    else:
+        content = body
+    response = client.post(
+        f"/api/v1/runs/{run_id}/steps",
+        content=content,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == status, response.text
+    errors = response.json()["errors"]
+    assert any(e["field"] == field and reason in e["reason"] for e in errors), errors
+    assert field in response.json()["detail"]
+    assert _counts(session_factory) == (0, 0)
+
+
+def _shift(field: str) -> str:
+    if field.startswith("steps[0]"):
+        return "steps[1]" + field.removeprefix("steps[0]")
+    return field
+
+
+def test_unknown_run_is_404_and_stores_nothing(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    response = client.post("/api/v1/runs/4242/steps", json={"steps": [step_record(0)]})
+    assert response.status_code == 404
+    assert response.json() == {"detail": "run 4242 does not exist", "field": "run_id"}
+    assert _counts(session_factory) == (0, 0)
+
+
+def test_oversized_body_is_413(client: TestClient, run_id: int) -> None:
+    limit = client.app.state.settings.max_body_bytes  # type: ignore[attr-defined]
+    response = client.post(
+        f"/api/v1/runs/{run_id}/steps",
+        content=b" " * (limit + 1),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert "SHARPWATCH_MAX_BODY_BYTES" in response.json()["detail"]
+
+
+def test_unknown_query_and_step_are_404(client: TestClient, run_id: int) -> None:
+    assert client.get(f"/api/v1/runs/{run_id}/queries/nope").status_code == 404
+    assert client.get(f"/api/v1/runs/{run_id}/steps/5").status_code == 404
+
+
+def test_openapi_documents_units_and_ranges(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    query = schema["QueryIn"]["properties"]
+    assert "nats" in query["entropy"]["description"]
+    assert query["successes"]["minimum"] == 0
+    metrics_doc = schema["StepIn"]["properties"]["metrics"]["description"]
+    for name in ("entropy", "zprime_gt1_frac", "reward_accuracy", "grad_norm"):
+        assert f"`{name}`" in metrics_doc
