@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.auth import DEV_PRINCIPAL, Principal, TokenCache, hash_token
 from service.broker import CommandBroker
 from service.observability import ServiceMetrics
 from service.settings import Settings
+from service.storage import tokens as token_store
 
 
 def get_settings(request: Request) -> Settings:
@@ -22,6 +24,12 @@ def get_session(request: Request) -> Iterator[Session]:
     factory: sessionmaker[Session] = request.app.state.session_factory
     with factory() as session:
         yield session
+
+
+def get_session_factory(request: Request) -> sessionmaker[Session]:
+    """For long-running routes that must not hold a connection while they wait."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    return factory
 
 
 def get_broker(request: Request) -> CommandBroker:
@@ -36,5 +44,77 @@ def get_metrics(request: Request) -> ServiceMetrics:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
+SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 BrokerDep = Annotated[CommandBroker, Depends(get_broker)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+
+
+# -- authentication and authorisation ---------------------------------------------------------
+
+_UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
+
+
+def get_principal(request: Request) -> Principal:
+    """The caller: the dev principal when authentication is off; else the bearer token's owner,
+    or 401."""
+    settings: Settings = request.app.state.settings
+    if not settings.auth:
+        return DEV_PRINCIPAL
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(
+            401,
+            "missing bearer token: send 'Authorization: Bearer <token>' "
+            "(create one with `sharpwatch tokens create`)",
+            headers=_UNAUTHENTICATED,
+        )
+    cache: TokenCache = request.app.state.token_cache
+    token_hash = hash_token(token.strip())
+    principal = cache.get(token_hash)
+    if principal is None:
+        factory: sessionmaker[Session] = request.app.state.session_factory
+        with factory() as session:
+            principal = token_store.lookup(session, token.strip())
+        if principal is None:
+            raise HTTPException(401, "invalid or revoked token", headers=_UNAUTHENTICATED)
+        cache.put(token_hash, principal)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+RunIdPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="Run id")]
+
+
+def _forbidden(what: str) -> HTTPException:
+    return HTTPException(403, f"this token may not {what}")
+
+
+def require_operator(principal: PrincipalDep) -> Principal:
+    if not principal.is_operator:
+        raise _forbidden("do this: it needs an operator token")
+    return principal
+
+
+def require_fleet_reader(principal: PrincipalDep) -> Principal:
+    if not principal.can_read_fleet():
+        raise _forbidden("read other runs: it needs a read or operator token")
+    return principal
+
+
+def require_run_reader(run_id: RunIdPath, principal: PrincipalDep) -> Principal:
+    if not principal.can_read_run(run_id):
+        raise _forbidden(f"read run {run_id}: an ingest token reads only its own run")
+    return principal
+
+
+def require_run_writer(run_id: RunIdPath, principal: PrincipalDep) -> Principal:
+    if not principal.can_write_run(run_id):
+        raise _forbidden(f"write to run {run_id}: it needs that run's ingest token")
+    return principal
+
+
+Operator = Annotated[Principal, Depends(require_operator)]
+FleetReader = Annotated[Principal, Depends(require_fleet_reader)]
+RunReader = Annotated[Principal, Depends(require_run_reader)]
+RunWriter = Annotated[Principal, Depends(require_run_writer)]

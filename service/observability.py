@@ -28,6 +28,11 @@ class ServiceMetrics:
             "Re-sent identical steps (not stored again).",
             registry=registry,
         )
+        self.detector_failures = Counter(
+            "sharpwatch_detector_failures",
+            "Ingests whose detection raised (the steps were stored; see the logs).",
+            registry=registry,
+        )
         self.detector_seconds = Histogram(
             "sharpwatch_detector_duration_seconds",
             "Time to run the detectors on one ingested step.",

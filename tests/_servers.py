@@ -74,8 +74,15 @@ def scratch_postgres_database(base_url: str) -> Iterator[str]:
 class ServerThread:
     """A real uvicorn server on an ephemeral loopback port, running in a thread."""
 
-    def __init__(self, app: FastAPI) -> None:
-        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
+    def __init__(self, app: FastAPI, port: int = 0) -> None:
+        self.config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+        )
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -87,6 +94,10 @@ class ServerThread:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.01)
         return self
+
+    @property
+    def port(self) -> int:
+        return int(self.server.servers[0].sockets[0].getsockname()[1])
 
     @property
     def url(self) -> str:

@@ -23,6 +23,12 @@ from service.settings import Settings
 from tests._servers import postgres_url_or_skip, redis_url_or_skip, scratch_postgres_database
 
 
+@pytest.fixture(autouse=True)
+def _spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client spools go to the test's own directory, never the user's cache."""
+    monkeypatch.setenv("SHARPWATCH_SPOOL_DIR", str(tmp_path / "spool"))
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -38,6 +44,16 @@ def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
         engine.dispose()
         yield url
         return
+    with scratch_postgres_database(postgres_url_or_skip()) as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+
+
+@pytest.fixture
+def postgres_database_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database (for tests that need several workers)."""
     with scratch_postgres_database(postgres_url_or_skip()) as url:
         engine = make_engine(url)
         upgrade(engine)

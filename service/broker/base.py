@@ -19,6 +19,9 @@ class Listener:
     def wake(self) -> None:
         self._event.set()
 
+    def clear(self) -> None:
+        self._event.clear()
+
     async def wait(self, timeout: float) -> bool:
         """True if woken within ``timeout`` seconds."""
         try:

@@ -42,6 +42,17 @@ class Run(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_step_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Detection (revision 0002): per-run rule settings and policy (null = defaults), the
+    # detectors' persisted state, and what they concluded.
+    detector_config: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    detector_state: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    verdict: Mapped[str] = mapped_column(String(16), default="healthy", server_default="healthy")
+    alpha: Mapped[float | None] = mapped_column(Float, nullable=True)
+    model_collapse_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    best_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    stop_reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Step(Base):
@@ -57,6 +68,9 @@ class Step(Base):
     extras: Mapped[dict[str, float | None]] = mapped_column(JSONType, default=dict)
     non_finite: Mapped[list[str]] = mapped_column(JSONType, default=list)
     n_queries: Mapped[int] = mapped_column(Integer, default=0)
+    # Revision 0003: bucketed per-query success rate and log Z' of the step, computed at ingest by
+    # service.query_histograms so /metrics never scans query_stats (null on older rows).
+    query_histograms: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     # One column per standard metric of service.metric_names.STEP_METRICS (a test keeps them equal).
     entropy: Mapped[float | None] = mapped_column(Float, nullable=True)
     success_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -104,3 +118,112 @@ class QueryStat(Base):
 
 
 Index("ix_query_stats_run_id_step", QueryStat.run_id, QueryStat.step)
+
+
+class Alert(Base):
+    """One alert: a rule that fired on a run, from its first to its last firing step. At most one
+    open alert per (run, rule), enforced by a partial unique index."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    rule: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    first_step: Mapped[int] = mapped_column(Integer)
+    last_step: Mapped[int] = mapped_column(Integer)
+    resolved_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    observed: Mapped[dict[str, float]] = mapped_column(JSONType, default=dict)
+    thresholds: Mapped[dict[str, float]] = mapped_column(JSONType, default=dict)
+    message: Mapped[str] = mapped_column(String(1024))
+    action: Mapped[str] = mapped_column(String(1024))
+    rollback_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+Index("ix_alerts_run_id_status", Alert.run_id, Alert.status)
+Index("ix_alerts_status_id", Alert.status, Alert.id)
+Index(
+    "uq_alerts_one_open_per_rule",
+    Alert.run_id,
+    Alert.rule,
+    unique=True,
+    sqlite_where=Alert.status == "open",
+    postgresql_where=Alert.status == "open",
+)
+
+
+class Command(Base):
+    """A command to a trainer: pending → delivered → applied | rejected | expired."""
+
+    __tablename__ = "commands"
+    __table_args__ = (
+        CheckConstraint("kind IN ('early_stop', 'adjust_alpha')", name="kind_known"),
+        CheckConstraint(
+            "status IN ('pending', 'delivered', 'applied', 'rejected', 'expired')",
+            name="status_known",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    source: Mapped[str] = mapped_column(String(16))  # "detector" or "operator"
+    reason: Mapped[str] = mapped_column(String(1024))
+    alpha: Mapped[float | None] = mapped_column(Float, nullable=True)
+    best_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rules: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    issued_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    applied_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ack_detail: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+Index("ix_commands_run_id_status", Command.run_id, Command.status)
+
+
+class AlphaDecisionRow(Base):
+    """Every α-controller decision that changed α (or was refused by bounds), with its reason."""
+
+    __tablename__ = "alpha_decisions"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))
+    old_alpha: Mapped[float] = mapped_column(Float)
+    new_alpha: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(1024))
+    inputs: Mapped[dict[str, float]] = mapped_column(JSONType, default=dict)
+    command_id: Mapped[int | None] = mapped_column(
+        ForeignKey("commands.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token. Only its SHA-256 is stored; the token itself is shown once, at creation."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint("kind IN ('ingest', 'operator', 'read')", name="kind_known"),
+        CheckConstraint("kind != 'ingest' OR run_id IS NOT NULL", name="ingest_has_run"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), nullable=True
+    )
+    name: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 
-from service.deps import SessionDep
+from service.deps import (
+    BrokerDep,
+    FleetReader,
+    Operator,
+    PrincipalDep,
+    RunReader,
+    SessionDep,
+    SettingsDep,
+)
 from service.schemas.common import Page
-from service.schemas.runs import RunCreate, RunOut, RunStatus
+from service.schemas.runs import RunCreate, RunOut, RunRegistered, RunStatus, RunUpdate
 from service.storage import runs as run_store
+from service.storage import tokens as token_store
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Run id")]
@@ -18,22 +28,34 @@ RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Run id")]
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": RunOut, "description": "The run existed: a resumed trainer."}},
-    summary="Register a run (idempotent on project + name)",
+    responses={200: {"model": RunRegistered, "description": "The run existed: a resumed trainer."}},
+    summary="Register a run (idempotent on project + name); operator token",
+    description="With authentication on, the answer carries a new `ingest_token` for this run: "
+    "the trainer uses it to send steps and receive commands.",
 )
-def register_run(body: RunCreate, session: SessionDep, response: Response) -> RunOut:
+def register_run(
+    body: RunCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    _: Operator,
+) -> RunRegistered:
     run, created = run_store.register(session, body)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return RunOut.model_validate(run)
+    token = None
+    if settings.auth:
+        token = token_store.issue(session, "ingest", f"run {run.id} ingest", run.id)[1]
+    return RunRegistered.model_validate(run).model_copy(update={"ingest_token": token})
 
 
 @router.get("", summary="List runs")
 def list_runs(
     session: SessionDep,
+    _: FleetReader,
     project: Annotated[str | None, Query(max_length=128)] = None,
     status_: Annotated[RunStatus | None, Query(alias="status")] = None,
-    cursor: Annotated[str | None, Query(max_length=32, pattern=r"^\d+$")] = None,
+    cursor: Annotated[str | None, Query(max_length=18, pattern=r"^\d{1,18}$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Page[RunOut]:
     rows, next_id = run_store.list_runs(
@@ -50,5 +72,31 @@ def list_runs(
 
 
 @router.get("/{run_id}", summary="One run")
-def get_run(run_id: RunId, session: SessionDep) -> RunOut:
+def get_run(run_id: RunId, session: SessionDep, _: RunReader) -> RunOut:
     return RunOut.model_validate(run_store.get(session, run_id))
+
+
+@router.patch("/{run_id}", summary="Change a run: end it, or its rule settings and policy")
+async def update_run(
+    run_id: RunId,
+    body: RunUpdate,
+    session: SessionDep,
+    principal: PrincipalDep,
+    broker: BrokerDep,
+) -> RunOut:
+    if not principal.is_operator:
+        own_run_end = (
+            principal.can_write_run(run_id)
+            and body.status in ("finished", "failed", "stopped")
+            and body.model_fields_set == {"status"}
+        )
+        if not own_run_end:
+            raise HTTPException(
+                403,
+                "this token may not change run settings: it needs an operator token "
+                "(an ingest token may only end its own run)",
+            )
+    run = await run_in_threadpool(run_store.update_run, session, run_id, body)
+    if body.status is not None:
+        await broker.publish(run_id)  # a run that ended releases its trainer's long-poll
+    return RunOut.model_validate(run)

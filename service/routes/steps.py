@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.orm import Session
 
-from service.deps import MetricsDep, SessionDep
+from service.broker import CommandBroker
+from service.deps import BrokerDep, MetricsDep, RunReader, RunWriter, SessionDep
 from service.errors import InvalidInputError
+from service.observability import ServiceMetrics
 from service.routes.runs import RunId
 from service.schemas.common import MAX_INT32, MetricName
 from service.schemas.steps import (
@@ -20,9 +25,11 @@ from service.schemas.steps import (
     StepDetail,
     StepSeries,
 )
+from service.storage import detection
 from service.storage import runs as run_store
 from service.storage import steps as step_store
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["steps"])
 _METRIC_LIST: TypeAdapter[list[str]] = TypeAdapter(list[MetricName])
 
@@ -37,19 +44,49 @@ _METRIC_LIST: TypeAdapter[list[str]] = TypeAdapter(list[MetricName])
     },
 )
 async def ingest_steps(
-    run_id: RunId, body: StepBatchIn, session: SessionDep, metrics: MetricsDep
+    run_id: RunId,
+    body: StepBatchIn,
+    session: SessionDep,
+    metrics: MetricsDep,
+    broker: BrokerDep,
+    _: RunWriter,
 ) -> StepBatchResult:
     result = await run_in_threadpool(step_store.ingest, session, run_id, body)
     metrics.ingested_steps.inc(len(result.accepted))
     metrics.ingested_query_rows.inc(result.rows)
     metrics.duplicate_steps.inc(len(result.duplicates))
+    if result.accepted:
+        await _detect(session, run_id, result.accepted, metrics, broker)
     return StepBatchResult(accepted=result.accepted, duplicates=result.duplicates)
+
+
+async def _detect(
+    session: Session,
+    run_id: int,
+    accepted: list[int],
+    metrics: ServiceMetrics,
+    broker: CommandBroker,
+) -> None:
+    """Detection runs after the steps are committed; its failure never un-acknowledges them."""
+    start = time.perf_counter()
+    try:
+        outcome = await run_in_threadpool(detection.run_detectors, session, run_id, accepted)
+    except Exception:
+        await run_in_threadpool(session.rollback)
+        metrics.detector_failures.inc()
+        log.exception("detectors failed", extra={"run_id": run_id, "steps": accepted[:5]})
+        return
+    if outcome.steps_evaluated:
+        metrics.detector_seconds.observe((time.perf_counter() - start) / outcome.steps_evaluated)
+    if outcome.commands_created:
+        await broker.publish(run_id)
 
 
 @router.get("/steps", summary="Step series of a run")
 def step_series(
     run_id: RunId,
     session: SessionDep,
+    _: RunReader,
     from_: Annotated[int | None, Query(alias="from", ge=0, le=MAX_INT32)] = None,
     to: Annotated[int | None, Query(ge=0, le=MAX_INT32)] = None,
     metrics: Annotated[
@@ -65,7 +102,10 @@ def step_series(
 
 @router.get("/steps/{step}", summary="One step with its per-query rows")
 def step_detail(
-    run_id: RunId, step: Annotated[int, Path(ge=0, le=MAX_INT32)], session: SessionDep
+    run_id: RunId,
+    step: Annotated[int, Path(ge=0, le=MAX_INT32)],
+    session: SessionDep,
+    _: RunReader,
 ) -> StepDetail:
     run_store.get(session, run_id)
     return step_store.detail(session, run_id, step)
@@ -76,6 +116,7 @@ def query_history(
     run_id: RunId,
     query_id: QueryId,
     session: SessionDep,
+    _: RunReader,
     from_: Annotated[int | None, Query(alias="from", ge=0, le=MAX_INT32)] = None,
     to: Annotated[int | None, Query(ge=0, le=MAX_INT32)] = None,
 ) -> QueryHistory:

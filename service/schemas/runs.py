@@ -8,15 +8,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from service.schemas.common import FiniteFloat, StrictModel
+from service.detectors import DetectorConfig, RunPolicy
+from service.schemas.common import FiniteFloat, StorableText, StrictModel, storable_text
 
 RunStatus = Literal["running", "stopped", "finished", "failed"]
 MAX_CONFIG_BYTES = 64 * 1024
+MAX_CONFIG_DEPTH = 32
 
-RunName = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
-ProjectName = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
-TagKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-TagValue = Annotated[str, StringConstraints(max_length=256)]
+RunName = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True), StorableText
+]
+ProjectName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True), StorableText
+]
+TagKey = Annotated[str, StringConstraints(min_length=1, max_length=64), StorableText]
+TagValue = Annotated[str, StringConstraints(max_length=256), StorableText]
 
 
 class RunCreate(StrictModel):
@@ -40,13 +46,32 @@ class RunCreate(StrictModel):
         default_factory=dict, max_length=64, description="String labels, at most 64."
     )
 
+    detectors: DetectorConfig | None = Field(
+        None, description="Per-run rule settings; omitted rules keep the defaults (science §5)."
+    )
+    policy: RunPolicy | None = Field(
+        None, description="Automatic actions: which rules stop the run, the α controller."
+    )
+
     @field_validator("config")
     @classmethod
     def _config_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_config_node(value, "config", 1)
         size = len(json.dumps(value, allow_nan=False).encode())
         if size > MAX_CONFIG_BYTES:
             raise ValueError(f"config is {size} bytes serialised; the limit is {MAX_CONFIG_BYTES}")
         return value
+
+
+class RunUpdate(StrictModel):
+    """Operator changes to a run. Omitted fields stay as they are."""
+
+    status: RunStatus | None = Field(
+        None, description="`finished` or `failed` ends the run; `running` reopens it."
+    )
+    detectors: DetectorConfig | None = None
+    policy: RunPolicy | None = None
+    tags: dict[TagKey, TagValue] | None = Field(None, max_length=64)
 
 
 class RunOut(BaseModel):
@@ -64,3 +89,43 @@ class RunOut(BaseModel):
     updated_at: datetime
     last_step: int | None = Field(description="Highest step stored.")
     last_step_at: datetime | None = Field(description="When the highest step was received.")
+    verdict: Literal["healthy", "warning", "critical", "stopped"]
+    alpha: float | None = Field(description="IAC α in effect, as the trainer last reported it.")
+    model_collapse_step: int | None
+    best_step: int | None
+    stop_reason: str | None
+    finished_at: datetime | None
+    detectors: dict[str, Any] | None = Field(
+        validation_alias="detector_config", description="Rule settings (null = defaults)."
+    )
+    policy: dict[str, Any] | None
+
+
+class RunRegistered(RunOut):
+    ingest_token: str | None = Field(
+        None,
+        description="Bearer token for this run's steps and commands (authentication on only). "
+        "Shown once; a re-registration issues a new one.",
+    )
+
+
+def _check_config_node(node: Any, path: str, depth: int) -> None:
+    """Config is free-form JSON, but bounded: nested at most ``MAX_CONFIG_DEPTH`` levels, and
+    every key and string storable as text (no NUL, no lone surrogates)."""
+    if depth > MAX_CONFIG_DEPTH:
+        raise ValueError(f"{path} is nested deeper than {MAX_CONFIG_DEPTH} levels")
+    if isinstance(node, str):
+        try:
+            storable_text(node)
+        except ValueError as exc:
+            raise ValueError(f"{path} {exc}") from None
+    elif isinstance(node, dict):
+        for key, child in node.items():
+            try:
+                storable_text(key)
+            except ValueError as exc:
+                raise ValueError(f"a key of {path} {exc}") from None
+            _check_config_node(child, f"{path}.{key}", depth + 1)
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            _check_config_node(child, f"{path}[{index}]", depth + 1)

@@ -8,9 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service.db.base import utcnow
 from service.db.models import Run
 from service.errors import NotFoundError
-from service.schemas.runs import RunCreate
+from service.schemas.runs import RunCreate, RunUpdate
 
 
 def register(session: Session, spec: RunCreate) -> tuple[Run, bool]:
@@ -26,6 +27,8 @@ def register(session: Session, spec: RunCreate) -> tuple[Run, bool]:
         config=spec.config,
         tags=spec.tags,
         status="running",
+        detector_config=None if spec.detectors is None else spec.detectors.model_dump(mode="json"),
+        policy=None if spec.policy is None else spec.policy.model_dump(mode="json"),
     )
     session.add(run)
     try:
@@ -71,3 +74,20 @@ def list_runs(
     if len(rows) > limit:
         return rows[:limit], rows[limit - 1].id
     return rows, None
+
+
+def update_run(session: Session, run_id: int, change: RunUpdate) -> Run:
+    run = get(session, run_id)
+    if change.status is not None and change.status != run.status:
+        run.status = change.status
+        run.finished_at = utcnow() if change.status in ("finished", "failed") else None
+        if change.status == "running" and run.verdict == "stopped":
+            run.verdict = "healthy"
+    if change.detectors is not None:
+        run.detector_config = change.detectors.model_dump(mode="json")
+    if change.policy is not None:
+        run.policy = change.policy.model_dump(mode="json")
+    if change.tags is not None:
+        run.tags = dict(change.tags)
+    session.commit()
+    return run

@@ -1,0 +1,62 @@
+"""``RunPolicy``: what the service does on its own when rules fire — stop the run, adjust IAC α."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.detectors.config import MetricName
+from service.detectors.names import RuleName
+
+__all__ = ["RunPolicy"]
+
+
+class RunPolicy(BaseModel):
+    """Per-run automatic-action policy. α defaults follow science.md §3/§5 (range [0, 2])."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    auto_stop_rules: frozenset[RuleName] = Field(
+        frozenset({"model_collapse_step", "entropy_floor", "non_finite"}),
+        description="A firing of any of these rules requests a stop (whatever its severity); "
+        "their alerts ignore cooldown. entropy_floor is already 'sustained' (its window).",
+    )
+    auto_alpha: bool = Field(True, description="Let the α controller send alpha-adjust commands.")
+    alpha_min: float = Field(0.0, ge=0.0, le=10.0, description="Lower bound for α.")
+    alpha_max: float = Field(2.0, ge=0.0, le=10.0, description="Upper bound for α.")
+    alpha_step: float = Field(0.25, gt=0.0, le=10.0, description="Size of one adjustment.")
+    alpha_cooldown_steps: int = Field(
+        20, ge=0, le=10_000_000, description="Steps between two adjustments (at most one per)."
+    )
+    alpha_raise_on: frozenset[RuleName] = Field(
+        frozenset({"zprime_pressure", "entropy_slope", "entropy_floor"}),
+        description="Raise α while any of these rules fires (over-sharpening or entropy decline).",
+    )
+    alpha_lower_blocked_by: frozenset[RuleName] = Field(
+        frozenset({"signal_starvation", "degenerate_groups"}),
+        description="Never lower α while any of these fires: a success drop from task difficulty "
+        "(starvation) is not a sign that α is too high.",
+    )
+    alpha_lower_metric: MetricName = Field(
+        "success_rate", description="Success signal whose decline (with healthy entropy) lowers α."
+    )
+    alpha_lower_window: int = Field(
+        20, ge=3, le=1000, description="Observations for the lower-α slope and entropy mean."
+    )
+    alpha_lower_slope: float = Field(
+        0.002, gt=0.0, le=1e6, description="Per-step decline of alpha_lower_metric that lowers α."
+    )
+    alpha_healthy_entropy_factor: float = Field(
+        2.0,
+        ge=1.0,
+        le=1000.0,
+        description="Entropy is 'healthy' when its window mean >= entropy floor × this "
+        "(default 0.2 nats: seed 002's healthy IAC range 0.20–0.24).",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.alpha_min > self.alpha_max:
+            raise ValueError("alpha_min must be <= alpha_max")
+        return self

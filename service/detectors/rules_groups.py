@@ -1,0 +1,152 @@
+"""Group-signal rules (science.md §1, §2): ``signal_starvation``, ``degenerate_groups`` and
+``zprime_pressure``."""
+
+from __future__ import annotations
+
+from service.detectors._context import RuleContext
+from service.detectors._stats import finite, last_values, mean, slope
+from service.detectors.names import (
+    DEGENERATE_GROUPS,
+    SIGNAL_STARVATION,
+    ZPRIME_PRESSURE,
+    group_size_for_rate,
+    p_star,
+)
+from service.detectors.results import RuleResult
+
+__all__ = ["degenerate_groups", "signal_starvation", "zprime_pressure"]
+
+
+def signal_starvation(ctx: RuleContext) -> RuleResult:
+    s = ctx.config.signal_starvation
+    gated = ctx.gate(SIGNAL_STARVATION, s, "success_rate")
+    if gated is not None:
+        return gated
+    _, vals = last_values(ctx.history, "success_rate", s.window)
+    if len(vals) < s.window:
+        return ctx.too_few(SIGNAL_STARVATION, "success_rate", len(vals), s.window)
+    g = ctx.group_size
+    low = p_star(g)
+    high = 1.0 - low
+    m = mean(vals)
+    if not finite(m):
+        return ctx.overflow(SIGNAL_STARVATION)
+    thresholds = {"p_star": low, "p_star_mirror": high, "group_size": g, "window": s.window}
+    observed = {"success_rate_mean": m, "success_rate": vals[-1]}
+    if m < low:
+        need = group_size_for_rate(m)
+        bigger = f"increase group size to G >= {need}" if need is not None else "increase G"
+        return ctx.fire(
+            SIGNAL_STARVATION,
+            observed=observed,
+            thresholds=thresholds,
+            message=(
+                f"signal starvation: mean success rate {m:.4f} over {s.window} steps is below "
+                f"p*(G={g}) = {low:.4f}; most groups are all-fail and teach nothing"
+            ),
+            action=f"{bigger} or lower task difficulty so the success rate exceeds p*(G)",
+        )
+    if m > high:
+        need = group_size_for_rate(1.0 - m)
+        bigger = f"increase group size to G >= {need}" if need is not None else "increase G"
+        return ctx.fire(
+            SIGNAL_STARVATION,
+            observed=observed,
+            thresholds=thresholds,
+            message=(
+                f"signal starvation: mean success rate {m:.4f} over {s.window} steps is above "
+                f"1 - p*(G={g}) = {high:.4f}; most groups are all-pass and teach nothing"
+            ),
+            action=f"raise task difficulty (drop solved queries) or {bigger}",
+        )
+    return ctx.clear(SIGNAL_STARVATION, f"mean success rate {m:.4f} within [{low:.4f}, {high:.4f}]")
+
+
+def degenerate_groups(ctx: RuleContext) -> RuleResult:
+    s = ctx.config.degenerate_groups
+    gated = ctx.gate(DEGENERATE_GROUPS, s, "degenerate_all_fail", "degenerate_all_pass")
+    if gated is not None:
+        return gated
+    fracs: list[float] = []
+    for rec in reversed(ctx.history):
+        fail = rec.value("degenerate_all_fail")
+        ok = rec.value("degenerate_all_pass")
+        if fail is None and ok is None:
+            continue
+        fracs.append((fail or 0.0) + (ok or 0.0))
+        if len(fracs) >= s.window:
+            break
+    if len(fracs) < s.window:
+        return ctx.too_few(DEGENERATE_GROUPS, "degenerate_all_fail/pass", len(fracs), s.window)
+    m = mean(fracs)
+    if not finite(m):
+        return ctx.overflow(DEGENERATE_GROUPS)
+    if m <= s.max_fraction:
+        return ctx.clear(
+            DEGENERATE_GROUPS, f"mean degenerate fraction {m:.3f} <= {s.max_fraction:g}"
+        )
+    fail_now = ctx.newest.value("degenerate_all_fail") or 0.0
+    pass_now = ctx.newest.value("degenerate_all_pass") or 0.0
+    return ctx.fire(
+        DEGENERATE_GROUPS,
+        observed={
+            "degenerate_fraction_mean": m,
+            "degenerate_all_fail": fail_now,
+            "degenerate_all_pass": pass_now,
+        },
+        thresholds={"max_fraction": s.max_fraction, "window": s.window},
+        message=(
+            f"{m * 100:.1f}% of groups degenerate (S+ in {{0, G}}) over {s.window} steps "
+            f"(now all-fail {fail_now * 100:.0f}%, all-pass {pass_now * 100:.0f}%)"
+        ),
+        action=(
+            "filter degenerate groups (DAPO dynamic sampling), increase group size, or "
+            "rebalance task difficulty toward p*(G)"
+        ),
+    )
+
+
+def zprime_pressure(ctx: RuleContext) -> RuleResult:
+    s = ctx.config.zprime_pressure
+    gated = ctx.gate(ZPRIME_PRESSURE, s, "zprime_gt1_frac")
+    if gated is not None:
+        return gated
+    steps, vals = last_values(ctx.history, "zprime_gt1_frac", s.window)
+    if len(vals) < s.window:
+        return ctx.too_few(ZPRIME_PRESSURE, "zprime_gt1_frac", len(vals), s.window)
+    m = mean(vals)
+    b = slope(steps, vals)
+    if not finite(m, b):
+        return ctx.overflow(ZPRIME_PRESSURE)
+    high = m >= s.max_fraction
+    rising = b >= s.rising_slope and vals[-1] >= s.rising_min_fraction
+    if not (high or rising):
+        return ctx.clear(ZPRIME_PRESSURE, f"Z'>1 fraction mean {m:.3f}, slope {b:.3g}/step")
+    observed: dict[str, float] = {
+        "zprime_gt1_frac_mean": m,
+        "zprime_gt1_frac": vals[-1],
+        "zprime_gt1_frac_slope": b,
+    }
+    log_z = ctx.newest.value("log_zprime_mean")
+    if log_z is not None:
+        observed["log_zprime_mean"] = log_z
+    why = (
+        f"mean {m * 100:.0f}% >= {s.max_fraction * 100:.0f}%"
+        if high
+        else f"rising {b:.3g}/step to {vals[-1] * 100:.0f}%"
+    )
+    return ctx.fire(
+        ZPRIME_PRESSURE,
+        observed=observed,
+        thresholds={
+            "max_fraction": s.max_fraction,
+            "rising_slope": s.rising_slope,
+            "rising_min_fraction": s.rising_min_fraction,
+            "window": s.window,
+        },
+        message=(
+            f"over-sharpening pressure: queries with Z'>1 (suppressing unsampled modes) {why} "
+            f"over {s.window} steps"
+        ),
+        action="raise IAC alpha (or enable DLC) to stop suppressing unsampled correct modes",
+    )

@@ -1,0 +1,122 @@
+"""The small per-run detector state the service persists between steps (JSON-serialisable).
+
+Shape of :meth:`DetectorState.to_json` (version 1)::
+
+    {
+      "version": 1,
+      "last_step": 412,                      # newest step evaluated; older/equal steps are skipped
+      "peak": {"metric": "gt_reward", "value": 0.61, "step": 380},   # or null
+      "model_collapse_step": null,           # first step reward accuracy < threshold, once found
+      "last_resolved": {"entropy_slope": 300},   # rule -> step its last alert resolved (cooldown)
+      "alpha_last_adjust_step": 350          # or null; α-controller cooldown
+    }
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from service.detectors.names import RULE_NAMES
+
+__all__ = ["STATE_VERSION", "DetectorState", "Peak"]
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Peak:
+    """Running peak of the (smoothed) rise-then-fall metric."""
+
+    metric: str
+    value: float
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorState:
+    """Immutable; every stage returns a new one. Start a run with ``DetectorState()``."""
+
+    last_step: int | None = None
+    peak: Peak | None = None
+    model_collapse_step: int | None = None
+    last_resolved: Mapping[str, int] = field(default_factory=dict)
+    alpha_last_adjust_step: int | None = None
+
+    def with_resolved(self, resolved: Mapping[str, int]) -> DetectorState:
+        """A copy with ``resolved`` (rule -> step) merged into ``last_resolved``."""
+        if not resolved:
+            return self
+        merged = dict(self.last_resolved)
+        merged.update(resolved)
+        return replace(self, last_resolved=merged)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (see the module docstring)."""
+        return {
+            "version": STATE_VERSION,
+            "last_step": self.last_step,
+            "peak": None
+            if self.peak is None
+            else {"metric": self.peak.metric, "value": self.peak.value, "step": self.peak.step},
+            "model_collapse_step": self.model_collapse_step,
+            "last_resolved": {k: self.last_resolved[k] for k in sorted(self.last_resolved)},
+            "alpha_last_adjust_step": self.alpha_last_adjust_step,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> DetectorState:
+        """Inverse of :meth:`to_json`; ``None`` or ``{}`` gives a fresh state. Raises ValueError on
+        a malformed document or another version. Unknown rule names in ``last_resolved`` are
+        dropped (a rule removed in a later release must not break old runs)."""
+        if not data:
+            return cls()
+        version = data.get("version", STATE_VERSION)
+        if version != STATE_VERSION:
+            raise ValueError(f"unsupported detector state version {version!r}")
+        peak_raw = data.get("peak")
+        peak: Peak | None = None
+        if peak_raw is not None:
+            if not isinstance(peak_raw, Mapping):
+                raise ValueError("peak must be an object or null")
+            value = peak_raw.get("value")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError("peak.value must be a number")
+            if not math.isfinite(value):
+                raise ValueError("peak.value must be finite")
+            peak = Peak(
+                metric=str(peak_raw.get("metric", "")),
+                value=float(value),
+                step=_int(peak_raw.get("step"), "peak.step"),
+            )
+        resolved_raw = data.get("last_resolved")
+        if resolved_raw is None:
+            resolved_raw = {}
+        if not isinstance(resolved_raw, Mapping):
+            raise ValueError("last_resolved must be an object")
+        resolved = {
+            str(k): _int(v, f"last_resolved.{k}")
+            for k, v in resolved_raw.items()
+            if k in RULE_NAMES
+        }
+        return cls(
+            last_step=_opt_int(data.get("last_step"), "last_step"),
+            peak=peak,
+            model_collapse_step=_opt_int(data.get("model_collapse_step"), "model_collapse_step"),
+            last_resolved=resolved,
+            alpha_last_adjust_step=_opt_int(
+                data.get("alpha_last_adjust_step"), "alpha_last_adjust_step"
+            ),
+        )
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def _opt_int(value: Any, name: str) -> int | None:
+    return None if value is None else _int(value, name)

@@ -1,0 +1,133 @@
+"""Commands: operators issue them, trainers long-poll and acknowledge them."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.deps import (
+    BrokerDep,
+    Operator,
+    RunReader,
+    RunWriter,
+    SessionDep,
+    SessionFactoryDep,
+    SettingsDep,
+)
+from service.routes.runs import RunId
+from service.schemas.commands import (
+    AlphaDecisionOut,
+    CommandAck,
+    CommandCreate,
+    CommandKind,
+    CommandOut,
+    CommandStatus,
+)
+from service.schemas.common import Page
+from service.storage import commands as command_store
+from service.storage import runs as run_store
+
+router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["commands"])
+CommandId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+@router.post(
+    "/commands",
+    status_code=status.HTTP_201_CREATED,
+    summary="Issue a command (operator): early_stop or adjust_alpha",
+)
+async def issue_command(
+    run_id: RunId, body: CommandCreate, session: SessionDep, broker: BrokerDep, _: Operator
+) -> CommandOut:
+    command = await run_in_threadpool(command_store.create_operator_command, session, run_id, body)
+    await broker.publish(run_id)
+    return CommandOut.model_validate(command)
+
+
+def _deliver(factory: sessionmaker[Session], run_id: int) -> tuple[list[CommandOut], bool]:
+    """Outstanding commands, and whether the run can still receive any (it has not ended)."""
+    with factory() as session:
+        commands = [CommandOut.model_validate(c) for c in command_store.deliver(session, run_id)]
+        live = run_store.get(session, run_id).status == "running"
+    return commands, live
+
+
+def _check_run(factory: sessionmaker[Session], run_id: int) -> None:
+    with factory() as session:
+        run_store.get(session, run_id)
+
+
+@router.get(
+    "/commands",
+    summary="Outstanding commands for the trainer (long-poll with wait=SECONDS)",
+    description="Returns pending and delivered-but-unacknowledged commands, oldest first, and "
+    "marks pending ones delivered. With `wait`, holds the request until a command exists, the "
+    "run ends, or the wait ends; a command created by any worker wakes it within milliseconds.",
+)
+async def poll_commands(
+    run_id: RunId,
+    factory: SessionFactoryDep,
+    broker: BrokerDep,
+    settings: SettingsDep,
+    _: RunWriter,
+    wait: Annotated[float, Query(ge=0, le=300, description="Seconds to wait (long-poll)")] = 0,
+) -> list[CommandOut]:
+    await run_in_threadpool(_check_run, factory, run_id)
+    deadline = time.monotonic() + min(wait, settings.command_poll_max_wait)
+    async with broker.listen(run_id) as listener:
+        while True:
+            commands, live = await run_in_threadpool(_deliver, factory, run_id)
+            remaining = deadline - time.monotonic()
+            if commands or not live or remaining <= 0:
+                return commands
+            if not await listener.wait(remaining):
+                # Timed out: one last look, in case a wake-up was lost (the store is the truth).
+                return (await run_in_threadpool(_deliver, factory, run_id))[0]
+            listener.clear()
+
+
+@router.post(
+    "/commands/{command_id}/ack",
+    summary="Acknowledge a command (idempotent): applied at a step, or rejected",
+)
+def ack_command(
+    run_id: RunId, command_id: CommandId, body: CommandAck, session: SessionDep, _: RunWriter
+) -> CommandOut:
+    return CommandOut.model_validate(command_store.acknowledge(session, run_id, command_id, body))
+
+
+@router.get("/commands/history", summary="Every command of the run, newest first")
+def command_history(
+    run_id: RunId,
+    session: SessionDep,
+    _: RunReader,
+    kind: CommandKind | None = None,
+    status_: Annotated[CommandStatus | None, Query(alias="status")] = None,
+    cursor: Annotated[str | None, Query(max_length=18, pattern=r"^\d{1,18}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Page[CommandOut]:
+    run_store.get(session, run_id)
+    rows, next_id = command_store.history(
+        session,
+        run_id,
+        kind=kind,
+        status=status_,
+        before_id=int(cursor) if cursor else None,
+        limit=limit,
+    )
+    return Page[CommandOut](
+        items=[CommandOut.model_validate(c) for c in rows],
+        next_cursor=None if next_id is None else str(next_id),
+    )
+
+
+@router.get("/alpha-decisions", summary="The α controller's decisions, newest first")
+def alpha_decisions(run_id: RunId, session: SessionDep, _: RunReader) -> list[AlphaDecisionOut]:
+    run_store.get(session, run_id)
+    return [
+        AlphaDecisionOut.model_validate(d) for d in command_store.alpha_decisions(session, run_id)
+    ]

@@ -1,0 +1,211 @@
+"""Run the detectors on freshly ingested steps and persist what they decide: alert transitions,
+the α controller's decision, an automatic early_stop, the run's verdict and detector state.
+
+Runs in its own transaction after the steps are committed (an ingest is acknowledged for what it
+stored even if detection fails), with the run row locked so several workers serialise per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db.base import utcnow
+from service.db.models import Alert, AlphaDecisionRow, Run, Step
+from service.detectors import (
+    ActionKind,
+    DetectorConfig,
+    DetectorState,
+    OpenAlert,
+    RunPolicy,
+    Severity,
+    StepOutcome,
+    StepRecord,
+    process_step,
+)
+from service.errors import NotFoundError
+from service.metric_names import STEP_METRIC_NAMES
+from service.storage import commands as command_store
+
+DEFAULT_ALPHA = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionResult:
+    steps_evaluated: int
+    commands_created: int
+    verdict: str
+
+
+def record_of(row: Step) -> StepRecord:
+    metrics: dict[str, float | None] = {name: getattr(row, name) for name in STEP_METRIC_NAMES}
+    metrics.update(row.extras)
+    return StepRecord(
+        step=row.step,
+        metrics={k: v for k, v in metrics.items() if v is not None},
+        non_finite=frozenset(row.non_finite),
+    )
+
+
+def run_detectors(session: Session, run_id: int, steps: Sequence[int]) -> DetectionResult:
+    run = session.scalars(select(Run).where(Run.id == run_id).with_for_update()).first()
+    if run is None:
+        raise NotFoundError(f"run {run_id} does not exist", field="run_id")
+    config = DetectorConfig.model_validate(run.detector_config or {})
+    policy = RunPolicy.model_validate(run.policy or {})
+    state = DetectorState.from_json(run.detector_state)
+    ordered = sorted(s for s in steps if state.last_step is None or s > state.last_step)
+    if not ordered:
+        session.rollback()
+        return DetectionResult(0, 0, run.verdict)
+
+    need = config.history_needed()
+    rows = session.scalars(
+        select(Step)
+        .where(Step.run_id == run_id, Step.step <= ordered[-1])
+        .order_by(Step.step.desc())
+        .limit(need + len(ordered))
+    ).all()
+    records = [record_of(row) for row in reversed(rows)]
+    open_rows = {
+        alert.rule: alert
+        for alert in session.scalars(
+            select(Alert).where(Alert.run_id == run_id, Alert.status == "open")
+        )
+    }
+    stopping = (
+        run.status == "stopped" or command_store.outstanding_stop(session, run_id) is not None
+    )
+    created = 0
+    outcome: StepOutcome | None = None
+    for step in ordered:
+        history = [r for r in records if r.step <= step][-need:]
+        if not history or history[-1].step != step:
+            continue
+        reported_alpha = history[-1].value("alpha")
+        if reported_alpha is not None:
+            run.alpha = reported_alpha
+        working_alpha = command_store.pending_alpha(session, run_id)
+        if working_alpha is None:
+            working_alpha = run.alpha if run.alpha is not None else DEFAULT_ALPHA
+        outcome = process_step(
+            config,
+            policy,
+            run.group_size,
+            history,
+            state,
+            {
+                rule: OpenAlert(rule, row.first_step, row.last_step, Severity(row.severity))
+                for rule, row in open_rows.items()
+            },
+            working_alpha,
+            stopped=stopping,
+        )
+        state = outcome.state
+        _apply_alert_actions(session, run_id, outcome, open_rows)
+        if outcome.transitions.stop and not stopping:
+            created += _request_stop(session, run, outcome)
+            stopping = True
+        if outcome.alpha.changed:
+            created += _adjust_alpha(session, run_id, outcome)
+    run.detector_state = state.to_json()
+    run.model_collapse_step = state.model_collapse_step
+    if state.peak is not None:
+        run.best_step = state.peak.step
+    if outcome is not None:
+        run.verdict = "stopped" if stopping else outcome.verdict.value
+    session.commit()
+    return DetectionResult(len(ordered), created, run.verdict)
+
+
+def _apply_alert_actions(
+    session: Session, run_id: int, outcome: StepOutcome, open_rows: dict[str, Alert]
+) -> None:
+    now = utcnow()
+    for action in outcome.transitions.actions:
+        if action.kind is ActionKind.RESOLVE:
+            alert = open_rows.pop(action.rule, None)
+            if alert is not None:
+                alert.status = "resolved"
+                alert.resolved_step = action.step
+                alert.resolved_at = now
+                alert.updated_at = now
+                session.flush()  # free the one-open-per-rule slot before a reopen
+            continue
+        firing = action.firing
+        assert firing is not None
+        alert = open_rows.get(action.rule)
+        if action.kind is ActionKind.OPEN or alert is None:
+            alert = Alert(
+                run_id=run_id,
+                rule=action.rule,
+                status="open",
+                first_step=action.first_step,
+                opened_at=now,
+            )
+            session.add(alert)
+            open_rows[action.rule] = alert
+        alert.severity = action.severity.value
+        alert.last_step = action.step
+        alert.observed = {k: float(v) for k, v in firing.observed.items()}
+        alert.thresholds = {k: float(v) for k, v in firing.thresholds.items()}
+        alert.message = firing.message[:1024]
+        alert.action = firing.action[:1024]
+        alert.rollback_step = firing.rollback_step
+        alert.updated_at = now
+
+
+def _request_stop(session: Session, run: Run, outcome: StepOutcome) -> int:
+    firings = [
+        a.firing
+        for a in outcome.transitions.actions
+        if a.firing is not None and a.rule in outcome.transitions.stop_rules
+    ]
+    best_step = next((f.rollback_step for f in firings if f.rollback_step is not None), None)
+    if best_step is None:
+        best_step = run.best_step
+    reason = "; ".join(f.message for f in firings) or (
+        "automatic stop: " + ", ".join(outcome.transitions.stop_rules)
+    )
+    command_store.add_command(
+        session,
+        run.id,
+        kind="early_stop",
+        source="detector",
+        reason=reason,
+        best_step=best_step,
+        rules=list(outcome.transitions.stop_rules),
+        issued_step=outcome.transitions.step,
+    )
+    run.stop_reason = reason[:1024]
+    return 1
+
+
+def _adjust_alpha(session: Session, run_id: int, outcome: StepOutcome) -> int:
+    decision = outcome.alpha
+    command = command_store.add_command(
+        session,
+        run_id,
+        kind="adjust_alpha",
+        source="detector",
+        reason=decision.reason,
+        alpha=decision.new_alpha,
+        rules=list(decision.triggers),
+        issued_step=decision.step,
+    )
+    session.add(
+        AlphaDecisionRow(
+            run_id=run_id,
+            step=decision.step,
+            action=decision.action.value,
+            old_alpha=decision.old_alpha,
+            new_alpha=decision.new_alpha,
+            reason=decision.reason[:1024],
+            inputs={k: float(v) for k, v in decision.inputs.items()},
+            command_id=command.id,
+        )
+    )
+    return 1
