@@ -16,14 +16,19 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import service
+from service import run_metrics
+from service.auth import TokenCache
 from service.broker import CommandBroker, InProcessBroker, RedisBroker
 from service.db.engine import make_engine, make_session_factory
 from service.errors import SharpwatchError
 from service.middleware import BodySizeLimit, RequestTiming
 from service.observability import ServiceMetrics
-from service.routes import health, metrics, runs, steps
+from service.routes import alerts, commands, health, metrics, runs, steps
+from service.routes.ui import mount_ui
+from service.schemas.common import Problem, ValidationProblem
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,20 +88,61 @@ def create_app(
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = service_metrics
+    app.state.token_cache = TokenCache()
+    run_metrics.install(app, registry, settings)  # run state for /metrics, read at scrape
     app.add_middleware(RequestTiming, metrics=service_metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     _install_error_handlers(app)
-    for router in (health.router, metrics.router, runs.router, steps.router):
+    _document_error_shapes(app)
+    for router in (
+        health.router,
+        metrics.router,
+        runs.router,
+        steps.router,
+        alerts.router,
+        commands.router,
+    ):
         app.include_router(router)
+    mount_ui(app)
     return app
 
 
+# The field an HTTP-level error is about, so every error answer names one.
+_HTTP_ERROR_FIELD = {
+    400: "body",
+    401: "authorization",
+    403: "authorization",
+    404: "path",
+    405: "method",
+    413: "body",
+    415: "content-type",
+}
+
+
 def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        detail: Any = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route matches {request.method} {request.url.path!r}"
+        elif exc.status_code == 405 and detail == "Method Not Allowed":
+            detail = f"method {request.method} is not allowed on {request.url.path!r}"
+        elif exc.status_code == 400 and detail == "There was an error parsing the body":
+            detail = "body is not valid JSON"
+        return JSONResponse(
+            {"detail": detail, "field": _HTTP_ERROR_FIELD.get(exc.status_code)},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
     @app.exception_handler(SharpwatchError)
     async def _domain_error(_request: Request, exc: SharpwatchError) -> Response:
-        return JSONResponse(
-            {"detail": exc.message, "field": exc.field}, status_code=exc.status_code
-        )
+        content: dict[str, Any] = {"detail": exc.message, "field": exc.field}
+        if exc.status_code == 422:  # the one 422 shape: `errors` lists the field as well
+            content["errors"] = [
+                {"field": exc.field or "body", "reason": exc.message, "type": "invalid_input"}
+            ]
+        return JSONResponse(content, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
@@ -118,6 +164,27 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": "1"},
         )
+
+
+def _document_error_shapes(app: FastAPI) -> None:
+    """Make the OpenAPI document describe the 422 body the handler above really sends (FastAPI's
+    default documents a list under ``detail``), and add the shape of every other error."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        for name, model in (("HTTPValidationError", ValidationProblem), ("Problem", Problem)):
+            shape = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(shape.pop("$defs", {}))
+            components[name] = shape
+        components.pop("ValidationError", None)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _describe(error: Any) -> dict[str, str]:

@@ -6,10 +6,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
-from service.errors import ConfigurationError
+from service.errors import ConfigurationError, SharpwatchError
 from service.settings import Settings
 
 Handler = Callable[[argparse.Namespace], int]
@@ -87,6 +88,70 @@ def _db_current(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_session(action: Callable[[Any], int]) -> int:
+    from service.db.engine import make_engine, make_session_factory
+    from service.db.migrate import upgrade
+
+    engine = make_engine(_settings({}).database_url)
+    try:
+        upgrade(engine)
+        with make_session_factory(engine)() as session:
+            return action(session)
+    finally:
+        engine.dispose()
+
+
+def _tokens_create(args: argparse.Namespace) -> int:
+    from service.storage import runs as run_store
+    from service.storage import tokens as token_store
+
+    def create(session: Any) -> int:
+        if args.kind == "ingest":
+            if args.run is None:
+                print("sharpwatch: --run RUN_ID is required for an ingest token", file=sys.stderr)
+                return 2
+            run_store.get(session, args.run)
+        row, token = token_store.issue(session, args.kind, args.name, args.run)
+        print(f"created {row.kind} token {row.id} ({row.name}); it is shown only once:")
+        print(token)
+        return 0
+
+    return _with_session(create)
+
+
+def _tokens_list(args: argparse.Namespace) -> int:
+    from service.storage import tokens as token_store
+
+    def show(session: Any) -> int:
+        rows = token_store.list_tokens(session, include_revoked=args.all)
+        header = ("id", "kind", "run", "prefix", "created", "revoked")
+        print("{:>4}  {:8}  {:>5}  {:10}  {:25}  {:25}  name".format(*header))
+        for row in rows:
+            print(
+                f"{row.id:>4}  {row.kind:8}  {row.run_id or '-':>5}  {row.prefix:10}  "
+                f"{row.created_at.isoformat(timespec='seconds'):25}  "
+                f"{row.revoked_at.isoformat(timespec='seconds') if row.revoked_at else '-':25}  "
+                f"{row.name}"
+            )
+        return 0
+
+    return _with_session(show)
+
+
+def _tokens_revoke(args: argparse.Namespace) -> int:
+    from service.storage import tokens as token_store
+
+    def revoke(session: Any) -> int:
+        row = token_store.revoke(session, args.token_id)
+        print(
+            f"revoked token {row.id} ({row.kind}, {row.name}); running services drop it "
+            "within 5 seconds"
+        )
+        return 0
+
+    return _with_session(revoke)
+
+
 def settings_table() -> str:
     """The README's configuration table, generated from ``Settings``."""
     lines = ["| setting | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
@@ -133,9 +198,27 @@ def build_parser() -> argparse.ArgumentParser:
         handler=_db_current
     )
 
+    tokens = commands.add_parser("tokens", help="API tokens").add_subparsers(
+        dest="tokens_command", required=True
+    )
+    create = tokens.add_parser("create", help="create a token and print it once")
+    create.add_argument("--kind", choices=["operator", "read", "ingest"], default="operator")
+    create.add_argument("--name", required=True, help="who or what uses it")
+    create.add_argument("--run", type=int, help="run id (ingest tokens only)")
+    create.set_defaults(handler=_tokens_create)
+    listing = tokens.add_parser("list", help="list tokens (never the tokens themselves)")
+    listing.add_argument("--all", action="store_true", help="include revoked tokens")
+    listing.set_defaults(handler=_tokens_list)
+    revoke = tokens.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("token_id", type=int)
+    revoke.set_defaults(handler=_tokens_revoke)
+
     config = commands.add_parser("config", help="show the effective settings")
     config.add_argument("--markdown", action="store_true", help="print the settings table")
     config.set_defaults(handler=_config)
+    from service.grafana_push import add_dashboards_parser
+
+    add_dashboards_parser(commands)
     return parser
 
 
@@ -147,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, ValidationError) as exc:
         print(f"sharpwatch: configuration error: {exc}", file=sys.stderr)
         return 2
+    except SharpwatchError as exc:
+        print(f"sharpwatch: {exc.message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     command_poll_max_wait: float = Field(
         30.0, gt=0, le=300, description="Longest `wait=` a command long-poll may ask for, seconds."
     )
+    metrics_finished_run_grace: float = Field(
+        900.0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Seconds a finished run stays in `/metrics` after its `finished_at`, so "
+        "Prometheus records its final state; then its series leave the exposition.",
+    )
+
+    auth: bool = Field(
+        False,
+        description="Require bearer tokens (`sharpwatch tokens create`). May be off only in the "
+        "embedded development default: the service refuses to start without it on a "
+        "non-loopback address or with `SHARPWATCH_ENV=prod`.",
+    )
 
     @model_validator(mode="after")
     def _check_safe(self) -> Settings:
@@ -60,6 +74,17 @@ class Settings(BaseSettings):
                 f"SHARPWATCH_WORKERS={self.workers} needs SHARPWATCH_REDIS_URL: the in-process "
                 "command broker cannot wake long-polls held by other worker processes. Set "
                 "SHARPWATCH_REDIS_URL=redis://host:6379/0 or use one worker."
+            )
+        if not self.auth and not self.binds_loopback:
+            raise ConfigurationError(
+                f"SHARPWATCH_HOST={self.host} is not a loopback address and authentication is "
+                "off: set SHARPWATCH_AUTH=true and create tokens with `sharpwatch tokens "
+                "create`, or bind to 127.0.0.1."
+            )
+        if self.env == "prod" and not self.auth:
+            raise ConfigurationError(
+                "SHARPWATCH_ENV=prod requires SHARPWATCH_AUTH=true (create tokens with "
+                "`sharpwatch tokens create --kind operator`)."
             )
         if self.env == "prod" and self.is_sqlite:
             raise ConfigurationError(

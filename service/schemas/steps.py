@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import (
@@ -16,13 +16,20 @@ from pydantic import (
 )
 
 from service.metric_names import QUERY_FIELDS, STEP_METRICS
-from service.schemas.common import MAX_INT32, FiniteFloat, MetricName, StrictModel
+from service.schemas.common import (
+    MAX_INT32,
+    FiniteFloat,
+    MetricName,
+    StorableText,
+    StrictModel,
+    UtcDateTime,
+)
 
 MAX_STEPS_PER_BATCH = 1000
 MAX_QUERIES_PER_STEP = 65536
 MAX_METRICS_PER_STEP = 256
 
-QueryId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+QueryId = Annotated[str, StringConstraints(min_length=1, max_length=256), StorableText]
 
 _METRICS_DOC = "\n".join(f"- `{m.name}` ({m.unit}): {m.description}" for m in STEP_METRICS)
 _QUERY_DOC = {m.name: f"{m.description} ({m.unit})" for m in QUERY_FIELDS}
@@ -60,7 +67,7 @@ class QueryIn(StrictModel):
 
 class StepIn(StrictModel):
     step: int = Field(ge=0, le=MAX_INT32, description="Training step (≥ 0).")
-    time: datetime | None = Field(
+    time: UtcDateTime | None = Field(
         None, description="When the step finished (ISO-8601; naive times are taken as UTC)."
     )
     metrics: dict[MetricName, FiniteFloat | None] = Field(
@@ -80,13 +87,6 @@ class StepIn(StrictModel):
         max_length=MAX_QUERIES_PER_STEP,
         description="Per-query rows (one per query of the batch).",
     )
-
-    @field_validator("time")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     @field_validator("queries")
     @classmethod

@@ -10,6 +10,7 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service import query_histograms
 from service.db.base import utcnow
 from service.db.models import QueryStat, Run, Step
 from service.errors import ConflictError, NotFoundError
@@ -124,6 +125,7 @@ def _step_row(run_id: int, record: StepIn, content_hash: str, now: Any) -> dict[
         "content_hash": content_hash,
         "non_finite": list(record.non_finite),
         "n_queries": len(record.queries),
+        "query_histograms": query_histograms.summarize(record.queries),
         "extras": {k: v for k, v in record.metrics.items() if k not in STEP_METRIC_NAMES},
     }
     for name in STEP_METRIC_NAMES:

@@ -18,7 +18,9 @@ def run_body(name: str = "run-a", **overrides: Any) -> dict[str, Any]:
     return body
 
 
-def step_record(step: int, n_queries: int = 3, group_size: int = 8, **metrics: Any) -> dict[str, Any]:
+def step_record(
+    step: int, n_queries: int = 3, group_size: int = 8, **metrics: Any
+) -> dict[str, Any]:
     values = {"entropy": 0.5 - step * 0.001, "success_rate": 0.4, "alpha": 1.0}
     values.update(metrics)
     return {

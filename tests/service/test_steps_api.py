@@ -62,7 +62,9 @@ def test_steps_round_trip(client: TestClient, run_id: int) -> None:
 
 
 def test_series_pagination(client: TestClient, run_id: int) -> None:
-    client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": [step_record(s, 0) for s in range(7)]})
+    client.post(
+        f"/api/v1/runs/{run_id}/steps", json={"steps": [step_record(s, 0) for s in range(7)]}
+    )
     page = client.get(f"/api/v1/runs/{run_id}/steps", params={"limit": 3}).json()
     assert [s["step"] for s in page["steps"]] == [0, 1, 2]
     assert page["next_from"] == 3
@@ -133,15 +135,22 @@ BAD_STEPS: dict[str, tuple[Any, int, str, str]] = {
         "greater than or equal to 0",
     ),
     "successes above group size": (
-        {"steps": [step_record(1, group_size=8) | {"queries": [
-            {"query_id": "q", "group_size": 8, "successes": 9}]}]},
+        {
+            "steps": [
+                step_record(1, group_size=8)
+                | {"queries": [{"query_id": "q", "group_size": 8, "successes": 9}]}
+            ]
+        },
         422,
         "steps[0].queries[0]",
         "successes (9) must not exceed group_size (8)",
     ),
     "group size below one": (
-        {"steps": [step_record(0) | {"queries": [
-            {"query_id": "q", "group_size": 0, "successes": 0}]}]},
+        {
+            "steps": [
+                step_record(0) | {"queries": [{"query_id": "q", "group_size": 0, "successes": 0}]}
+            ]
+        },
         422,
         "steps[0].queries[0].group_size",
         "greater than or equal to 1",
@@ -160,9 +169,17 @@ BAD_STEPS: dict[str, tuple[Any, int, str, str]] = {
         "steps[1].step 3 appears twice",
     ),
     "duplicate query id": (
-        {"steps": [step_record(0) | {"queries": [
-            {"query_id": "q", "group_size": 8, "successes": 1},
-            {"query_id": "q", "group_size": 8, "successes": 2}]}]},
+        {
+            "steps": [
+                step_record(0)
+                | {
+                    "queries": [
+                        {"query_id": "q", "group_size": 8, "successes": 1},
+                        {"query_id": "q", "group_size": 8, "successes": 2},
+                    ]
+                }
+            ]
+        },
         422,
         "steps[0].queries",
         "queries[1].query_id 'q' appears twice",
