@@ -7,7 +7,9 @@ store (default: a temporary SQLite file); a PostgreSQL URL gets a scratch databa
 
 Run:  python benchmarks/bench_scrape.py [--runs 200] [--steps 200] [--repeat 100]
       python benchmarks/bench_scrape.py --database-url postgresql+psycopg://postgres@127.0.0.1/test
-Prints the exposition size and min / median / p90 / max milliseconds per scrape (time.perf_counter).
+Prints the exposition size, min / median / p90 / max wall milliseconds per scrape
+(time.perf_counter) and the median CPU milliseconds of this process (time.process_time; the
+database server's own CPU is not in it).
 """
 
 from __future__ import annotations
@@ -149,20 +151,22 @@ def populate(url: str, runs: int, steps: int, queries: int, seed: int = 0) -> No
     engine.dispose()
 
 
-def bench(url: str, repeat: int) -> tuple[int, int, list[float]]:
+def bench(url: str, repeat: int) -> tuple[int, int, list[float], list[float]]:
     engine = make_engine(url)
     app = create_app(Settings(database_url=url), registry=CollectorRegistry())
     app.state.session_factory = make_session_factory(engine)
     registry, run_state = app.state.exposition, app.state.run_state
     body = generate_latest(registry) + run_state.render()  # warm-up: pool, statement cache
     timings: list[float] = []
+    cpu: list[float] = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         body = generate_latest(registry) + run_state.render()
         timings.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
     engine.dispose()
     samples = sum(1 for line in body.decode().splitlines() if line and not line.startswith("#"))
-    return len(body), samples, timings
+    return len(body), samples, timings, cpu
 
 
 def main() -> None:
@@ -180,13 +184,14 @@ def main() -> None:
             f"store: {make_url(url).get_backend_name()}, populated in "
             f"{time.perf_counter() - started:.1f} s ({args.runs} runs × {args.steps} steps)"
         )
-        size, samples, timings = bench(url, args.repeat)
+        size, samples, timings, cpu = bench(url, args.repeat)
     timings.sort()
     print(f"exposition: {size / 1024:.0f} KiB, {samples} samples")
     print(
         f"scrape ms over {args.repeat}: min {timings[0]:.1f}, "
         f"median {statistics.median(timings):.1f}, "
-        f"p90 {timings[int(0.9 * (len(timings) - 1))]:.1f}, max {timings[-1]:.1f}"
+        f"p90 {timings[int(0.9 * (len(timings) - 1))]:.1f}, max {timings[-1]:.1f}; "
+        f"this process's CPU median {statistics.median(cpu):.1f}"
     )
 
 

@@ -33,7 +33,7 @@ def test_several_workers_without_redis_fail_fast() -> None:
 
 def test_prod_refuses_sqlite() -> None:
     with pytest.raises(ValidationError, match="PostgreSQL URL"):
-        Settings(env="prod", database_url="sqlite:///x.db")
+        Settings(env="prod", database_url="sqlite:///x.db", auth=True)
 
 
 def test_readme_configuration_table_is_generated_from_settings() -> None:
