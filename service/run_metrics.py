@@ -246,6 +246,27 @@ class RunState:
         self._grace = timedelta(seconds=finished_grace)
         self._clock = clock
         self._severities = _default_severities()
+        self._alert_suffixes: dict[tuple[str, str], str] = {}
+        self._le_suffixes: dict[tuple[float, ...], list[str]] = {}
+
+    def _alert_suffix(self, pair: tuple[str, str]) -> str:
+        """``,rule="…",severity="…"} `` for one (rule, severity), escaped once and cached."""
+        suffix = self._alert_suffixes.get(pair)
+        if suffix is None:
+            suffix = f',rule="{escape(pair[0])}",severity="{escape(pair[1])}"}} '
+            if len(self._alert_suffixes) < 1024:  # rules and severities are enumerations
+                self._alert_suffixes[pair] = suffix
+        return suffix
+
+    def _le_labels(self, bounds: list[float] | tuple[float, ...]) -> list[str]:
+        """``,le="…"} `` for each bucket bound, cached per bucket layout."""
+        key = tuple(bounds)
+        labels = self._le_suffixes.get(key)
+        if labels is None:
+            labels = [f',le="{number(bound)}"}} ' for bound in key]
+            if len(self._le_suffixes) < 64:
+                self._le_suffixes[key] = labels
+        return labels
 
     def render(self) -> bytes:
         start = time.perf_counter()
@@ -340,11 +361,9 @@ class RunState:
             for rule, severity, count in alerts.get(row.id, ()):
                 open_counts[(rule, severity)] = open_counts.get((rule, severity), 0) + count
             out = lines[OPEN_ALERTS.name]
-            for (rule, severity), count in open_counts.items():
-                out.append(
-                    f'{OPEN_ALERTS.name}{{{labels},rule="{escape(rule)}",'
-                    f'severity="{escape(severity)}"}} {count}\n'
-                )
+            prefix = f"{OPEN_ALERTS.name}{{{labels}"
+            for pair, count in open_counts.items():
+                out.append(f"{prefix}{self._alert_suffix(pair)}{count}\n")
             counts = commands.get(row.id, {})
             out = lines[COMMANDS.name]
             for kind, status, suffix in command_keys:
@@ -357,9 +376,12 @@ class RunState:
                 if summary is None:  # no per-query rows in that step (or stored before 0003)
                     summary = {"le": bounds, "cumulative": [0] * len(bounds), "count": 0, "sum": 0}
                 out = histogram_lines[key]
-                for bound, count in zip(summary["le"], summary["cumulative"], strict=True):
-                    out.append(f'{name}_bucket{{{labels},le="{number(bound)}"}} {count}\n')
-                out.append(f'{name}_bucket{{{labels},le="+Inf"}} {summary["count"]}\n')
+                prefix = f"{name}_bucket{{{labels}"
+                for le, count in zip(
+                    self._le_labels(summary["le"]), summary["cumulative"], strict=True
+                ):
+                    out.append(f"{prefix}{le}{count}\n")
+                out.append(f'{prefix},le="+Inf"}} {summary["count"]}\n')
                 gcount_lines[key].append(f"{name}_gcount{run}{summary['count']}\n")
                 gsum_lines[key].append(f"{name}_gsum{run}{number(summary['sum'])}\n")
 

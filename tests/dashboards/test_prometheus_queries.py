@@ -136,13 +136,24 @@ def _query(http: httpx.Client, expr: str) -> list[dict[str, Any]]:
     return result
 
 
-def _wait_for_scrapes(http: httpx.Client, scrapes: int = 5, timeout: float = 60) -> None:
+def _query_until_data(http: httpx.Client, expr: str, timeout: float = 20) -> list[dict[str, Any]]:
+    """The expression's result once it has data: on a loaded machine a scrape can time out, and
+    Prometheus then marks the target's series stale until the next good scrape."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = _query(http, expr)
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
+def _wait_for_scrapes(http: httpx.Client, scrapes: int = 4, timeout: float = 60) -> None:
+    """Until Prometheus has scraped the service successfully ``scrapes`` times."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            result = _query(http, 'count_over_time(up{job="sharpwatch"}[1m])')
-            up = _query(http, 'up{job="sharpwatch"}')
-            if result and float(result[0]["value"][1]) >= scrapes and up[0]["value"][1] == "1":
+            result = _query(http, 'sum_over_time(up{job="sharpwatch"}[1m])')
+            if result and float(result[0]["value"][1]) >= scrapes:
                 return
         except (httpx.TransportError, AssertionError):
             pass
@@ -163,20 +174,24 @@ def test_every_dashboard_promql_expression_returns_data(prometheus: str) -> None
                     _check_variable(http, expr)
                     continue
                 resolved = promql(expr, PROJECT, RUN)
-                result = _query(http, resolved)
+                result = _query_until_data(http, resolved)
                 assert result, f"{name} {where}: no data for {resolved}"
                 checked += 1
         assert checked >= 40
 
         # The values are the run's: the newest step's entropy and the 16 queries of its histogram.
         run = f'project="{PROJECT}",run="{RUN}"'
-        entropy = float(_query(http, f"sharpwatch_run_entropy_nats{{{run}}}")[0]["value"][1])
+        entropy_result = _query_until_data(http, f"sharpwatch_run_entropy_nats{{{run}}}")
+        entropy = float(entropy_result[0]["value"][1])
         assert entropy == pytest.approx(0.6 - 0.5 * 29 / 30)
-        buckets = _query(http, f"sharpwatch_run_query_success_rate_ratio_bucket{{{run}}}")
+        buckets = _query_until_data(
+            http, f"sharpwatch_run_query_success_rate_ratio_bucket{{{run}}}"
+        )
         assert len(buckets) == 12
         inf = next(b for b in buckets if b["metric"]["le"] == "+Inf")
         assert float(inf["value"][1]) == QUERIES
-        p_star = float(_query(http, f"sharpwatch_run_p_star_ratio{{{run}}}")[0]["value"][1])
+        p_star_result = _query_until_data(http, f"sharpwatch_run_p_star_ratio{{{run}}}")
+        p_star = float(p_star_result[0]["value"][1])
         assert p_star == pytest.approx(1 - 2 ** (-1 / GROUP))
 
         # The alert rules load and evaluate against these series without errors.
