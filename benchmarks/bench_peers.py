@@ -116,9 +116,10 @@ def scratch_postgres(base_url: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def sharpwatch_server(
-    database_url: str, *, workers: int = 1, redis_url: str | None = None
+    database_url: str, *, workers: int = 1, redis_url: str | None = None, source: Path = ROOT
 ) -> Iterator[str]:
-    """``sharpwatch serve`` in a subprocess on a free loopback port; yields its base URL."""
+    """``sharpwatch serve`` in a subprocess on a free loopback port; yields its base URL.
+    ``source`` is the source tree to serve (another checkout, for before/after figures)."""
     port = free_port()
     env = dict(os.environ)
     env.update(
@@ -127,7 +128,7 @@ def sharpwatch_server(
         SHARPWATCH_PORT=str(port),
         SHARPWATCH_WORKERS=str(workers),
         SHARPWATCH_LOG_LEVEL="warning",
-        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        PYTHONPATH=str(source) + os.pathsep + env.get("PYTHONPATH", ""),
     )
     env.pop("SHARPWATCH_REDIS_URL", None)
     if redis_url:
@@ -135,7 +136,7 @@ def sharpwatch_server(
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve"],
         env=env,
-        cwd=ROOT,
+        cwd=source,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -215,9 +216,7 @@ def ingest_sharpwatch(
     requests). Bodies are encoded before the clock starts."""
     records = [_workload.step_record(s, queries) for s in range(steps)]
     values = sum(_workload.count_values(r) for r in records)
-    bodies = [
-        _dumps({"steps": records[i : i + batch]}) for i in range(0, len(records), batch)
-    ]
+    bodies = [_dumps({"steps": records[i : i + batch]}) for i in range(0, len(records), batch)]
     headers = {"content-type": "application/json"}
     with httpx.Client(base_url=url, timeout=120.0) as client:
         run = client.post(
@@ -233,7 +232,8 @@ def ingest_sharpwatch(
                 raise RuntimeError(f"sharpwatch answered {response.status_code}: {response.text}")
         seconds = time.perf_counter() - start
         accepted = client.get(path, params={"limit": 1, "from": steps - 1}).json()["steps"]
-        assert accepted and accepted[0]["step"] == steps - 1, "last step not stored"
+        if not accepted or accepted[0]["step"] != steps - 1:
+            raise RuntimeError("sharpwatch did not store the last step")
     return seconds, values, len(bodies)
 
 
@@ -271,7 +271,8 @@ def ingest_mlflow(url: str, steps: int, queries: int) -> tuple[float, int, int]:
             "/api/2.0/mlflow/metrics/get-history",
             params={"run_id": run_id, "metric_key": "q/q000000/entropy"},
         ).json()
-        assert len(check.get("metrics", [])) == steps, "MLflow did not store every step"
+        if len(check.get("metrics", [])) != steps:
+            raise RuntimeError("MLflow did not store every step")
     return seconds, values, len(bodies)
 
 
@@ -318,13 +319,14 @@ def bench_ingest(
     postgres_url: str | None = None,
     peers: bool = True,
     mlflow_steps: int | None = None,
+    source: Path = ROOT,
 ) -> list[IngestResult]:
     results: list[IngestResult] = []
     with tempfile.TemporaryDirectory() as directory:
         base = Path(directory)
         # sharpwatch on SQLite (a fresh file per repeat would be fairer to the first run; one file
         # with a new run per repeat is what a live service sees).
-        with sharpwatch_server(f"sqlite:///{base / 'sharpwatch.db'}") as url:
+        with sharpwatch_server(f"sqlite:///{base / 'sharpwatch.db'}", source=source) as url:
             ingest_sharpwatch(url, 5, queries, batch=batch)  # warm-up
             load = load_average()
             seconds, values, requests, times = _median_run(
@@ -332,12 +334,19 @@ def bench_ingest(
             )
             results.append(
                 IngestResult(
-                    "sharpwatch (SQLite)", steps, queries, values, requests, seconds, load,
-                    f"HTTP, {batch} step/request, 1 worker", times,
+                    "sharpwatch (SQLite)",
+                    steps,
+                    queries,
+                    values,
+                    requests,
+                    seconds,
+                    load,
+                    f"HTTP, {batch} step/request, 1 worker",
+                    times,
                 )
             )
         if postgres_url:
-            with scratch_postgres(postgres_url) as pg, sharpwatch_server(pg) as url:
+            with scratch_postgres(postgres_url) as pg, sharpwatch_server(pg, source=source) as url:
                 ingest_sharpwatch(url, 5, queries, batch=batch)
                 load = load_average()
                 seconds, values, requests, times = _median_run(
@@ -345,8 +354,15 @@ def bench_ingest(
                 )
                 results.append(
                     IngestResult(
-                        "sharpwatch (PostgreSQL)", steps, queries, values, requests, seconds,
-                        load, f"HTTP, {batch} step/request, 1 worker", times,
+                        "sharpwatch (PostgreSQL)",
+                        steps,
+                        queries,
+                        values,
+                        requests,
+                        seconds,
+                        load,
+                        f"HTTP, {batch} step/request, 1 worker",
+                        times,
                     )
                 )
         if peers:
@@ -359,8 +375,15 @@ def bench_ingest(
                 )
                 results.append(
                     IngestResult(
-                        "MLflow (SQLite)", m_steps, queries, values, requests, seconds, load,
-                        "HTTP log-batch, ≤ 1000 metrics/request, 1 worker", times,
+                        "MLflow (SQLite)",
+                        m_steps,
+                        queries,
+                        values,
+                        requests,
+                        seconds,
+                        load,
+                        "HTTP log-batch, ≤ 1000 metrics/request, 1 worker",
+                        times,
                     )
                 )
             times = []
@@ -372,8 +395,15 @@ def bench_ingest(
                 values = r["values"]
             results.append(
                 IngestResult(
-                    "rlwatch (SQLite)", steps, queries, values, steps, statistics.median(times),
-                    load, "in process, no network; per-query values as JSON extras", times,
+                    "rlwatch (SQLite)",
+                    steps,
+                    queries,
+                    values,
+                    steps,
+                    statistics.median(times),
+                    load,
+                    "in process, no network; per-query values as JSON extras",
+                    times,
                 )
             )
     return results
@@ -449,7 +479,9 @@ def bench_latency(url: str, samples: int, setup: str) -> LatencyResult:
             try:
                 time.sleep(0.15)  # the long-poll is waiting on the service
                 sent = time.perf_counter()
-                response = client.post(f"/api/v1/runs/{run_id}/steps", content=body, headers=headers)
+                response = client.post(
+                    f"/api/v1/runs/{run_id}/steps", content=body, headers=headers
+                )
                 answered = time.perf_counter()
                 response.raise_for_status()
                 if not trainer.held.wait(10.0):
@@ -461,18 +493,21 @@ def bench_latency(url: str, samples: int, setup: str) -> LatencyResult:
     return LatencyResult(setup, samples, from_response, from_send, load)
 
 
-def latency_setups(samples: int, postgres_url: str | None, redis_url: str | None) -> list[
-    LatencyResult
-]:
+def latency_setups(
+    samples: int, postgres_url: str | None, redis_url: str | None
+) -> list[LatencyResult]:
     results: list[LatencyResult] = []
-    with tempfile.TemporaryDirectory() as directory:
-        with sharpwatch_server(f"sqlite:///{Path(directory) / 'lat.db'}") as url:
-            bench_latency(url, 3, "warm-up")
-            results.append(bench_latency(url, samples, "SQLite, 1 worker, in-process broker"))
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        sharpwatch_server(f"sqlite:///{Path(directory) / 'lat.db'}") as url,
+    ):
+        bench_latency(url, 3, "warm-up")
+        results.append(bench_latency(url, samples, "SQLite, 1 worker, in-process broker"))
     if postgres_url and redis_url:
-        with scratch_postgres(postgres_url) as pg, sharpwatch_server(
-            pg, workers=2, redis_url=redis_url
-        ) as url:
+        with (
+            scratch_postgres(postgres_url) as pg,
+            sharpwatch_server(pg, workers=2, redis_url=redis_url) as url,
+        ):
             bench_latency(url, 3, "warm-up")
             results.append(bench_latency(url, samples, "PostgreSQL, 2 workers, Redis broker"))
     return results
@@ -502,6 +537,8 @@ def main() -> None:
     ing.add_argument("--repeat", type=int, default=3)
     ing.add_argument("--postgres-url", default=os.environ.get("SHARPWATCH_TEST_DATABASE_URL"))
     ing.add_argument("--no-peers", action="store_true")
+    ing.add_argument("--mlflow-steps", type=int, default=None)
+    ing.add_argument("--source", type=Path, default=ROOT, help="source tree of sharpwatch to serve")
     lat = sub.add_parser("latency")
     lat.add_argument("--samples", type=int, default=100)
     lat.add_argument("--postgres-url", default=os.environ.get("SHARPWATCH_TEST_DATABASE_URL"))
@@ -516,6 +553,8 @@ def main() -> None:
                 batch=args.batch,
                 postgres_url=args.postgres_url,
                 peers=not args.no_peers,
+                mlflow_steps=args.mlflow_steps,
+                source=args.source,
             )
         )
     else:

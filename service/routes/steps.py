@@ -11,7 +11,6 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
-from service.broker import CommandBroker
 from service.deps import BrokerDep, MetricsDep, RunReader, RunWriter, SessionDep
 from service.errors import InvalidInputError
 from service.observability import ServiceMetrics
@@ -51,35 +50,36 @@ async def ingest_steps(
     broker: BrokerDep,
     _: RunWriter,
 ) -> StepBatchResult:
-    result = await run_in_threadpool(step_store.ingest, session, run_id, body)
+    # One trip to the thread pool for store + detect (each trip costs a context switch).
+    result, commands = await run_in_threadpool(_store_and_detect, session, run_id, body, metrics)
     metrics.ingested_steps.inc(len(result.accepted))
     metrics.ingested_query_rows.inc(result.rows)
     metrics.duplicate_steps.inc(len(result.duplicates))
-    if result.accepted:
-        await _detect(session, run_id, result.accepted, metrics, broker)
+    if commands:
+        await broker.publish(run_id)
     return StepBatchResult(accepted=result.accepted, duplicates=result.duplicates)
 
 
-async def _detect(
-    session: Session,
-    run_id: int,
-    accepted: list[int],
-    metrics: ServiceMetrics,
-    broker: CommandBroker,
-) -> None:
-    """Detection runs after the steps are committed; its failure never un-acknowledges them."""
+def _store_and_detect(
+    session: Session, run_id: int, body: StepBatchIn, metrics: ServiceMetrics
+) -> tuple[step_store.IngestResult, int]:
+    """Store the batch (committed), then run the detectors on its new steps; returns the ingest
+    result and how many commands detection created. Detection runs after the steps are
+    committed; its failure never un-acknowledges them."""
+    result = step_store.ingest(session, run_id, body)
+    if not result.accepted:
+        return result, 0
     start = time.perf_counter()
     try:
-        outcome = await run_in_threadpool(detection.run_detectors, session, run_id, accepted)
+        outcome = detection.run_detectors(session, run_id, result.accepted)
     except Exception:
-        await run_in_threadpool(session.rollback)
+        session.rollback()
         metrics.detector_failures.inc()
-        log.exception("detectors failed", extra={"run_id": run_id, "steps": accepted[:5]})
-        return
+        log.exception("detectors failed", extra={"run_id": run_id, "steps": result.accepted[:5]})
+        return result, 0
     if outcome.steps_evaluated:
         metrics.detector_seconds.observe((time.perf_counter() - start) / outcome.steps_evaluated)
-    if outcome.commands_created:
-        await broker.publish(run_id)
+    return result, outcome.commands_created
 
 
 @router.get("/steps", summary="Step series of a run")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
@@ -50,6 +51,28 @@ def record_of(row: Step) -> StepRecord:
     )
 
 
+_METRIC_ORDER = tuple(sorted(STEP_METRIC_NAMES))
+#: What the detectors read of a stored step (not the per-query histograms, not the timestamps).
+_HISTORY_COLUMNS = (
+    Step.step,
+    Step.extras,
+    Step.non_finite,
+    *(getattr(Step, name) for name in _METRIC_ORDER),
+)
+
+
+def _history_record(row: Row[Any]) -> StepRecord:
+    """``record_of`` for a row of ``_HISTORY_COLUMNS`` (positional: no ORM object per step)."""
+    step, extras, non_finite, *values = tuple(row)
+    metrics: dict[str, float | None] = dict(zip(_METRIC_ORDER, values, strict=True))
+    metrics.update(extras)
+    return StepRecord(
+        step=step,
+        metrics={k: v for k, v in metrics.items() if v is not None},
+        non_finite=frozenset(non_finite),
+    )
+
+
 def run_detectors(session: Session, run_id: int, steps: Sequence[int]) -> DetectionResult:
     run = session.scalars(select(Run).where(Run.id == run_id).with_for_update()).first()
     if run is None:
@@ -63,13 +86,14 @@ def run_detectors(session: Session, run_id: int, steps: Sequence[int]) -> Detect
         return DetectionResult(0, 0, run.verdict)
 
     need = config.history_needed()
-    rows = session.scalars(
-        select(Step)
+    # Plain rows of the needed columns, not ORM objects: this runs on every ingest.
+    rows = session.execute(
+        select(*_HISTORY_COLUMNS)
         .where(Step.run_id == run_id, Step.step <= ordered[-1])
         .order_by(Step.step.desc())
         .limit(need + len(ordered))
     ).all()
-    records = [record_of(row) for row in reversed(rows)]
+    records = [_history_record(row) for row in reversed(rows)]
     open_rows = {
         alert.rule: alert
         for alert in session.scalars(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Table, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from service import query_histograms
@@ -58,8 +58,7 @@ def ingest(session: Session, run_id: int, batch: StepBatchIn) -> IngestResult:
 
 
 def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestResult:
-    run = session.get(Run, run_id)
-    if run is None:
+    if session.scalar(select(Run.id).where(Run.id == run_id)) is None:
         raise NotFoundError(f"run {run_id} does not exist", field="run_id")
     hashes = {record.step: record.content_hash() for record in batch.steps}
     stored = {
@@ -88,22 +87,11 @@ def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestRes
         return IngestResult(accepted=[], duplicates=duplicates, rows=0)
 
     now = utcnow()
+    # Core inserts (no per-row ORM work): one executemany for the steps, and for the per-query
+    # rows COPY on PostgreSQL or one executemany elsewhere, all in the request's transaction.
     step_rows = [_step_row(run_id, record, hashes[record.step], now) for record in fresh]
-    session.execute(insert(Step), step_rows)
-    query_rows = [
-        {
-            "run_id": run_id,
-            "step": record.step,
-            "query_id": query.query_id,
-            "group_size": query.group_size,
-            "successes": query.successes,
-            **{column: getattr(query, column) for column in _QUERY_COLUMNS},
-        }
-        for record in fresh
-        for query in record.queries
-    ]
-    if query_rows:
-        session.execute(insert(QueryStat), query_rows)
+    session.execute(insert(_STEP_TABLE), step_rows)
+    rows = _insert_query_rows(session, run_id, fresh)
     newest = max(record.step for record in fresh)
     session.execute(
         update(Run)
@@ -111,9 +99,66 @@ def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestRes
         .values(last_step=newest, last_step_at=now)
     )
     session.commit()
-    return IngestResult(
-        accepted=[record.step for record in fresh], duplicates=duplicates, rows=len(query_rows)
-    )
+    accepted = [record.step for record in fresh]
+    return IngestResult(accepted=accepted, duplicates=duplicates, rows=rows)
+
+
+_STEP_TABLE = cast(Table, Step.__table__)
+_QUERY_TABLE = cast(Table, QueryStat.__table__)
+_QUERY_INSERT_COLUMNS = ("run_id", "step", "query_id", "group_size", "successes", *_QUERY_COLUMNS)
+_COPY_QUERY_ROWS = f"COPY {_QUERY_TABLE.name} ({', '.join(_QUERY_INSERT_COLUMNS)}) FROM STDIN"
+
+
+def _query_tuples(run_id: int, fresh: Sequence[StepIn]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            run_id,
+            record.step,
+            q.query_id,
+            q.group_size,
+            q.successes,
+            q.entropy,
+            q.log_zprime,
+            q.log_zprime_raw,
+            q.n_modes,
+            q.reward_accuracy,
+            q.response_length,
+        )
+        for record in fresh
+        for q in record.queries
+    ]
+
+
+def _insert_query_rows(session: Session, run_id: int, fresh: Sequence[StepIn]) -> int:
+    """Store the per-query rows of ``fresh``; returns how many."""
+    rows = _query_tuples(run_id, fresh)
+    if not rows:
+        return 0
+    connection = session.connection()
+    if connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":
+        _copy_rows(connection, rows)
+    else:
+        connection.execute(
+            insert(_QUERY_TABLE),
+            [dict(zip(_QUERY_INSERT_COLUMNS, row, strict=True)) for row in rows],
+        )
+    return len(rows)
+
+
+def _copy_rows(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """COPY the rows into ``query_stats`` (psycopg 3), inside the session's transaction. Driver
+    errors come out as SQLAlchemy's (IntegrityError, OperationalError, ...) like any statement."""
+    import psycopg
+
+    driver_connection: Any = connection.connection.driver_connection
+    try:
+        with driver_connection.cursor() as cursor, cursor.copy(_COPY_QUERY_ROWS) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(
+            _COPY_QUERY_ROWS, None, exc, psycopg.Error, dialect=connection.dialect
+        ) from exc
 
 
 def _step_row(run_id: int, record: StepIn, content_hash: str, now: Any) -> dict[str, Any]:

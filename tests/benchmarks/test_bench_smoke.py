@@ -1,0 +1,45 @@
+"""The sharpwatch half of the side-by-side ingest benchmark, with tiny sizes, so the benchmark
+code cannot rot (the peers need their own virtual environment and are not run here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+
+from tests._servers import ServerThread
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import _workload  # noqa: E402
+import bench_peers  # noqa: E402
+
+
+def test_workload_counts_values_as_documented() -> None:
+    record = _workload.step_record(3, queries=5)
+    assert _workload.count_values(record) == _workload.values_per_step(5) == 20 + 8 * 5
+    metrics = _workload.mlflow_metrics(record, timestamp_ms=0)
+    assert len(metrics) == _workload.count_values(record)
+    assert all(m["step"] == 3 for m in metrics)
+    assert _workload.step_record(3, 5) == record  # deterministic
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_sharpwatch_ingest_benchmark_runs(app: FastAPI, batch: int) -> None:
+    with ServerThread(app) as server:
+        seconds, values, requests = bench_peers.ingest_sharpwatch(
+            server.url, steps=5, queries=4, batch=batch
+        )
+    assert seconds > 0
+    assert values == 5 * _workload.values_per_step(4)
+    assert requests == -(-5 // batch)
+
+
+def test_latency_benchmark_runs(app: FastAPI) -> None:
+    with ServerThread(app) as server:
+        result = bench_peers.bench_latency(server.url, samples=2, setup="smoke")
+    assert len(result.from_send_ms) == 2
+    assert all(0 < ms < 10_000 for ms in result.from_send_ms)
