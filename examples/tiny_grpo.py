@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 from trainer_hooks import StepInputs, grpo_advantages, watch
 
@@ -127,6 +127,16 @@ def rewards_for(targets: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
     x, y, end = responses[:, 0], responses[:, 1], responses[:, 2]
     ok = (x < 10) & (y < 10) & (end == EOS) & (x + y == targets)
     return ok.to(torch.float32)
+
+
+def query_ids(targets: Sequence[int]) -> list[str]:
+    """Per-step query ids, unique within the step: ``n=7``, and ``n=7#2`` for a second draw."""
+    seen: dict[int, int] = {}
+    out = []
+    for t in targets:
+        seen[t] = seen.get(t, 0) + 1
+        out.append(f"n={t}" if seen[t] == 1 else f"n={t}#{seen[t]}")
+    return out
 
 
 def n_correct(target: int) -> int:
@@ -247,7 +257,7 @@ def grpo(
                     logits=logits.detach().view(b, g, RESPONSE_LEN, -1),
                     mask=torch.ones(b, g, RESPONSE_LEN, device=cfg.device),
                     answer_keys=keys,
-                    query_ids=[f"n={int(t)}" for t in targets.tolist()],
+                    query_ids=query_ids(targets.tolist()),
                 )
             )
             used = result.advantages
@@ -391,13 +401,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
         )
         results.append(experiment(cfg, url=args.url, obey_service=args.obey_service))
-    rows = [summary(c) | {"seed": s} for s, res in zip(args.seeds, results) for c in res.values()]
+    rows = [
+        summary(c) | {"seed": s}
+        for s, res in zip(args.seeds, results, strict=True)
+        for c in res.values()
+    ]
     for row in rows:
         print(json.dumps(row))
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"summaries": rows, "curves": [{k: asdict(v) for k, v in r.items()} for r in results]}
+                {
+                    "summaries": rows,
+                    "curves": [{k: asdict(v) for k, v in r.items()} for r in results],
+                }
             )
         )
     if args.out:

@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     from service.grafana_push import add_dashboards_parser
 
     add_dashboards_parser(commands)
+    from service.demo import add_demo_parser
+
+    add_demo_parser(commands)
     return parser
 
 

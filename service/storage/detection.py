@@ -41,16 +41,6 @@ class DetectionResult:
     verdict: str
 
 
-def record_of(row: Step) -> StepRecord:
-    metrics: dict[str, float | None] = {name: getattr(row, name) for name in STEP_METRIC_NAMES}
-    metrics.update(row.extras)
-    return StepRecord(
-        step=row.step,
-        metrics={k: v for k, v in metrics.items() if v is not None},
-        non_finite=frozenset(row.non_finite),
-    )
-
-
 _METRIC_ORDER = tuple(sorted(STEP_METRIC_NAMES))
 #: What the detectors read of a stored step (not the per-query histograms, not the timestamps).
 _HISTORY_COLUMNS = (
@@ -62,7 +52,8 @@ _HISTORY_COLUMNS = (
 
 
 def _history_record(row: Row[Any]) -> StepRecord:
-    """``record_of`` for a row of ``_HISTORY_COLUMNS`` (positional: no ORM object per step)."""
+    """The detectors' view of a row of ``_HISTORY_COLUMNS`` (positional: no ORM object per
+    step): standard metrics and extras, missing values left out."""
     step, extras, non_finite, *values = tuple(row)
     metrics: dict[str, float | None] = dict(zip(_METRIC_ORDER, values, strict=True))
     metrics.update(extras)
@@ -117,7 +108,7 @@ def run_detectors(session: Session, run_id: int, steps: Sequence[int]) -> Detect
             working_alpha = run.alpha if run.alpha is not None else DEFAULT_ALPHA
         outcome = process_step(
             config,
-            policy,
+            _policy_for(policy, history[-1]),
             run.group_size,
             history,
             state,
@@ -143,6 +134,14 @@ def run_detectors(session: Session, run_id: int, steps: Sequence[int]) -> Detect
         run.verdict = "stopped" if stopping else outcome.verdict.value
     session.commit()
     return DetectionResult(len(ordered), created, run.verdict)
+
+
+def _policy_for(policy: RunPolicy, newest: StepRecord) -> RunPolicy:
+    """The policy for this step: a trainer that reports IAC off (metric ``iac`` = 0) cannot
+    apply an α, so the controller sends it none."""
+    if policy.auto_alpha and newest.value("iac") == 0.0:
+        return policy.model_copy(update={"auto_alpha": False})
+    return policy
 
 
 def _apply_alert_actions(

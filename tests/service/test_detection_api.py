@@ -168,3 +168,17 @@ def test_triage_ranks_by_entropy(client: TestClient) -> None:
     assert ranking == ["sft-0ep", "sft-1ep", "sft-3ep"]
     flags = {c["name"]: c["flags"] for c in result["candidates"]}
     assert "below_p_star" in flags["sft-0ep"]  # 0.05 < p*(8) = 0.083
+
+
+def test_no_alpha_commands_to_a_trainer_that_reports_iac_off(client: TestClient) -> None:
+    trace = _traces.entropy_collapse()
+    with_iac = client.post("/api/v1/runs", json=run_body("iac-on")).json()["id"]
+    without = client.post("/api/v1/runs", json=run_body("iac-off")).json()["id"]
+    _post_trace(client, with_iac, trace, batch=20)
+    off = [r | {"metrics": r["metrics"] | {"iac": 0.0}} for r in trace]
+    _post_trace(client, without, off, batch=20)
+    kinds_on = [c["kind"] for c in _all(client, f"/api/v1/runs/{with_iac}/commands/history")]
+    kinds_off = [c["kind"] for c in _all(client, f"/api/v1/runs/{without}/commands/history")]
+    assert "adjust_alpha" in kinds_on
+    assert "adjust_alpha" not in kinds_off
+    assert "early_stop" in kinds_off  # the stop path is unaffected

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from trl import GRPOTrainer
+from trl.trainer.grpo_trainer import GRPOTrainer
 
 from trainer_hooks._errors import ConfigurationError
 from trainer_hooks._types import StepInputs, StepResult
@@ -69,7 +69,7 @@ def completion_key(completion: Any) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-class SharpwatchCallback(TrainerCallback):  # type: ignore[misc]
+class SharpwatchCallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
     """Streams GRPO health metrics to sharpwatch and stops training on ``early_stop``.
 
     Args:
@@ -221,7 +221,7 @@ class SharpwatchCallback(TrainerCallback):  # type: ignore[misc]
             control.should_training_stop = True
 
 
-class IACGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
+class IACGRPOTrainer(GRPOTrainer):  # type: ignore[misc,unused-ignore]
     """``trl.GRPOTrainer`` with IAC-calibrated advantages and sharpwatch streaming.
 
     After TRL scores a generation round and computes its group-normalised advantages, every
@@ -274,20 +274,17 @@ class IACGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
 
     def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
         output: dict[str, Any] = super()._generate_and_score_completions(inputs)
-        if not self.model.training or self._sw_rewards is None:
+        if not getattr(self.model, "training", False) or self._sw_rewards is None:
             return output
         per_func, self._sw_rewards = self._sw_rewards, None
         keys, self._sw_keys = self._sw_keys, None
         weights = self.reward_weights.to(per_func.device)
         rewards = (per_func * weights.unsqueeze(0)).nansum(dim=1)  # [N_all]
-        g = self.num_generations
+        g = int(self.num_generations or 1)
         local = output["advantages"]
         n_local = local.shape[0]
         start = self.accelerator.process_index * n_local
-        if self.accelerator.num_processes > 1:
-            advantages = self.accelerator.gather(local)
-        else:
-            advantages = local
+        advantages = self.accelerator.gather(local)  # every process's rows (a no-op on one)
         lengths = self.accelerator.gather(output["completion_mask"].sum(dim=1).float())
         result = self.sharpwatch.step(
             StepInputs(

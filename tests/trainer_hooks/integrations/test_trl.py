@@ -14,24 +14,29 @@ import torch
 
 pytest.importorskip("trl")
 
-from datasets import Dataset  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
-from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
-from transformers import (  # noqa: E402
+from datasets import Dataset
+from prometheus_client import CollectorRegistry
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
     TrainerCallback,
 )
-from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer
 
-from service.app import create_app  # noqa: E402
-from service.db.engine import make_engine  # noqa: E402
-from service.db.migrate import upgrade  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from tests._servers import ServerThread  # noqa: E402
-from trainer_hooks import iac_calibrate, watch  # noqa: E402
-from trainer_hooks.integrations.trl import IACGRPOTrainer, SharpwatchCallback  # noqa: E402
+from service.app import create_app
+from service.db.engine import make_engine
+from service.db.migrate import upgrade
+from service.settings import Settings
+from tests._servers import ServerThread
+from trainer_hooks import iac_calibrate, watch
+from trainer_hooks.integrations.trl import IACGRPOTrainer, SharpwatchCallback
+
+# TRL 1.16 itself calls an API transformers 5 deprecated (nothing a caller can change).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"
+)
 
 G = 4
 WORDS = ["<pad>", "<eos>", "<unk>", *[str(d) for d in range(10)], "+", "="]
@@ -128,8 +133,9 @@ def test_callback_streams_trl_metrics_and_group_successes(
     server: ServerThread, tmp_path: Path
 ) -> None:
     tokenizer = _tokenizer()
-    with watch(server.url, name="trl-callback", group_size=G, kl_beta=0.0, reference_beta=0.04,
-               iac=False) as run:
+    with watch(
+        server.url, name="trl-callback", group_size=G, kl_beta=0.0, reference_beta=0.04, iac=False
+    ) as run:
         callback = SharpwatchCallback(run)
         trainer = GRPOTrainer(
             model=_model(tokenizer),
@@ -147,7 +153,7 @@ def test_callback_streams_trl_metrics_and_group_successes(
     detail = httpx.get(f"{server.url}/api/v1/runs/{run_id}/steps/1").json()
     metrics = detail["metrics"]
     # TRL's own logged metrics, and the monitor's group statistics from the wrapped rewards.
-    for name in ("entropy", "frac_reward_zero_std", "kl", "loss", "success_rate", "alpha"):
+    for name in ("entropy", "frac_reward_zero_std", "loss", "grad_norm", "success_rate", "alpha"):
         assert metrics[name] is not None, name
     assert metrics["iac"] == 0.0
     # frac_reward_zero_std (TRL) is the monitor's degenerate fraction (all-fail + all-pass).
@@ -187,8 +193,9 @@ def test_iac_trainer_calibrates_obeys_alpha_and_early_stop(
                 httpx.post(url, json={"kind": "early_stop", "reason": "test", "best_step": 1})
                 _wait(lambda: run.should_stop)
 
-    with watch(server.url, name="trl-iac", group_size=G, kl_beta=0.0, reference_beta=0.04,
-               poll_wait=2) as run:
+    with watch(
+        server.url, name="trl-iac", group_size=G, kl_beta=0.0, reference_beta=0.04, poll_wait=2
+    ) as run:
         trainer = Capture(
             model=_model(tokenizer),
             reward_funcs=[recorded_reward],
@@ -206,15 +213,18 @@ def test_iac_trainer_calibrates_obeys_alpha_and_early_stop(
         last = trainer.sharpwatch_callback.last_result
         assert last is not None
     # The trainer trained on exactly the monitor's calibrated advantages of the last round: TRL's
-    # advantages with (G - S+)^2 on the positive ones.
+    # advantages with (G - S+)^2 on the positive ones (TRL shuffles the rows after scoring, so
+    # compare them sorted).
     assert last.advantages is not None
     advantages, alpha = seen[-1]
     assert alpha == 2.0
-    assert torch.allclose(advantages, last.advantages.reshape(-1).to(advantages.dtype))
+    advantages = advantages.sort().values
+    assert torch.allclose(advantages, last.advantages.reshape(-1).sort().values)
     rewards = torch.tensor(calls[-1]).view(-1, G)
     raw = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)
     expected = iac_calibrate(raw, rewards, alpha=2.0).reshape(-1)
-    assert torch.allclose(advantages, expected, atol=1e-5)
+    assert torch.allclose(advantages, expected.sort().values, atol=1e-5)
+    assert not torch.allclose(raw.reshape(-1).sort().values, expected.sort().values)
     steps = _steps(server.url, run_id)
     assert [s["step"] for s in steps] == [0, 1, 2, 3]
     assert [s["metrics"]["alpha"] for s in steps] == [1.0, 1.0, 2.0, 2.0]

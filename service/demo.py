@@ -1,0 +1,368 @@
+"""``sharpwatch demo``: the service and two real toy RLVR runs, in one process, in under a minute.
+
+It starts the service on a temporary SQLite file (an ephemeral loopback port), then trains the toy
+experiment of science.md §6 (``trainer_hooks._toy``) through ``trainer_hooks.watch``, exactly as
+a trainer would:
+
+1. **collapsing** — momentum SGD on raw rewards, no calibration: within ~30 steps the policy
+   collapses onto one of the two correct answers; the service raises alerts and stops the run.
+2. **IAC + DLC** — the same seed with IAC (α = 1) and DLC (μ = 0.5): both correct answers keep
+   their mass.
+
+As it goes it prints each run's alerts and commands, then where to look (REST, ``/metrics``, the
+live page, the dashboards). torch is imported only when the demo runs: importing ``service``
+never imports it (the demo needs the ``hooks`` extra).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+__all__ = ["DemoReport", "RunReport", "add_demo_parser", "run_demo"]
+
+
+@dataclass
+class RunReport:
+    """What one demo run did, as the service stored it."""
+
+    name: str
+    run_id: int
+    steps: int
+    status: str
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    final_entropy: float | None = None
+    winner: str | None = None
+    correct_mass: tuple[float, float] = (0.0, 0.0)  # π(Cat|Persian), π(Persian|Persian)
+
+
+@dataclass
+class DemoReport:
+    url: str
+    database: str
+    runs: list[RunReport]
+    seconds: float
+
+
+class _Server:
+    """uvicorn in a daemon thread on 127.0.0.1 and an ephemeral port."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="sharpwatch-demo", daemon=True)
+
+    def start(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the demo service did not start")
+            time.sleep(0.01)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@contextmanager
+def _service(database: Path) -> Iterator[str]:
+    from prometheus_client import CollectorRegistry
+
+    from service.app import create_app
+    from service.db.engine import make_engine
+    from service.db.migrate import upgrade
+    from service.settings import Settings
+
+    url = f"sqlite:///{database}"
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    server = _Server(create_app(Settings(database_url=url), registry=CollectorRegistry()))
+    base = server.start()
+    try:
+        yield base
+    finally:
+        server.stop()
+
+
+class _Printer:
+    """A single progress line on a terminal (rewritten in place), plain lines otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = bool(getattr(out, "isatty", lambda: False)())
+        self._line = False
+
+    def progress(self, text: str) -> None:
+        if self.tty:
+            self.out.write("\r\033[K" + text)
+            self.out.flush()
+            self._line = True
+
+    def say(self, text: str = "") -> None:
+        if self._line:
+            self.out.write("\r\033[K")
+            self._line = False
+        self.out.write(text + "\n")
+        self.out.flush()
+
+
+def _bar(done: int, total: int, width: int = 24) -> str:
+    filled = int(width * done / max(1, total))
+    return "[" + "#" * filled + "." * (width - filled) + f"] {done:>3}/{total}"
+
+
+class _Watcher:
+    """Prints the run's new alerts and commands (read back through the REST API)."""
+
+    def __init__(self, http: httpx.Client, printer: _Printer) -> None:
+        self.http = http
+        self.printer = printer
+        self.seen_alerts: set[tuple[Any, ...]] = set()
+        self.seen_commands: set[tuple[Any, ...]] = set()
+
+    def poll(self, run_id: int) -> None:
+        try:
+            alerts = self.http.get(f"/api/v1/runs/{run_id}/alerts").json()
+            commands = self.http.get(f"/api/v1/runs/{run_id}/commands/history").json()
+        except (httpx.HTTPError, ValueError):
+            return
+        for alert in reversed(_items(alerts)):
+            key = (alert.get("id"), alert.get("status"))
+            if key in self.seen_alerts:
+                continue
+            self.seen_alerts.add(key)
+            self.printer.say(
+                f"  ! alert  {alert.get('severity', '?'):>8} {alert.get('rule', '?')} "
+                f"[{alert.get('status', '?')}] at step {alert.get('first_step')}: "
+                f"{_short(alert.get('message') or '')}"
+            )
+        for command in reversed(_items(commands)):
+            key = (command.get("id"), command.get("status"))
+            if key in self.seen_commands:
+                continue
+            self.seen_commands.add(key)
+            what = command.get("kind", "?")
+            if what == "adjust_alpha":
+                what += f" α → {command.get('alpha')}"
+            applied = command.get("applied_step")
+            where = f", applied at step {applied}" if applied is not None else ""
+            self.printer.say(
+                f"  > command {what} from the {command.get('source', '?')} "
+                f"[{command.get('status', '?')}{where}]: {_short(command.get('reason') or '')}"
+            )
+
+
+def _items(body: Any) -> list[dict[str, Any]]:
+    if isinstance(body, dict):
+        items = body.get("items", [])
+        return list(items) if isinstance(items, list) else []
+    return list(body) if isinstance(body, list) else []
+
+
+def _short(text: str, limit: int = 110) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _train(
+    url: str,
+    name: str,
+    cfg_kwargs: dict[str, Any],
+    seed: int,
+    printer: _Printer,
+    watcher: _Watcher,
+) -> RunReport:
+    from trainer_hooks import watch
+    from trainer_hooks._toy import CAT, PERSIAN, ToyConfig, run_toy
+
+    cfg = ToyConfig(**cfg_kwargs)
+    printer.say(f"\n== {name}: {_describe(cfg)}, {cfg.steps} steps, G={cfg.group_size}")
+    with watch(
+        url,
+        name=name,
+        project="demo",
+        group_size=cfg.group_size,
+        kl_beta=0.0,
+        reference_beta=1.0,
+        iac=cfg.iac,
+        alpha=cfg.alpha,
+        mu=cfg.mu if cfg.dlc else 0.0,
+        poll_wait=1.0,
+        config={"example": "toy_softmax", **cfg_kwargs, "seed": seed},
+        tags={"demo": "true"},
+    ) as run:
+        entropy: list[float | None] = []
+
+        def on_step(step: int, result: Any) -> None:
+            entropy.append(result.metrics.get("entropy"))
+            if step % 10 == 0 and run.run is not None:
+                if run.client is not None:
+                    run.client.flush(timeout=5.0)
+                watcher.poll(run.run.id)
+            e = entropy[-1]
+            printer.progress(
+                f"  {_bar(step + 1, cfg.steps)} entropy {e if e is None else f'{e:.3f}'} "
+                f"α {result.alpha:g}"
+            )
+
+        result = run_toy(cfg, seed, monitor=run, on_step=on_step)
+        stopped = run.should_stop
+        run_id = run.run.id if run.run is not None else 0
+    http = watcher.http
+    watcher.poll(run_id)
+    state = http.get(f"/api/v1/runs/{run_id}").json()
+    last = result.probs[-1]
+    report = RunReport(
+        name=name,
+        run_id=run_id,
+        steps=len(result.entropy),
+        status=str(state.get("status")),
+        alerts=_items(http.get(f"/api/v1/runs/{run_id}/alerts").json()),
+        commands=_items(http.get(f"/api/v1/runs/{run_id}/commands/history").json()),
+        final_entropy=result.entropy[-1] if result.entropy else None,
+        winner=result.winner,
+        correct_mass=(float(last[CAT]), float(last[PERSIAN])),
+    )
+    ending = "stopped by the service" if stopped else "finished"
+    printer.say(
+        f"  {ending} after {report.steps} steps: entropy {_fmt(report.final_entropy)} nats, "
+        f"π(Cat|Persian) {report.correct_mass[0]:.2f}, π(Persian|Persian) "
+        f"{report.correct_mass[1]:.2f}; {len(report.alerts)} alert(s), "
+        f"{len(report.commands)} command(s)"
+    )
+    return report
+
+
+def _describe(cfg: Any) -> str:
+    parts = [f"{cfg.optimizer} on {cfg.advantage} advantages"]
+    parts.append(f"IAC α={cfg.alpha:g}" if cfg.iac else "no IAC")
+    if cfg.dlc:
+        parts.append(f"DLC μ={cfg.mu:g}")
+    return ", ".join(parts)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+#: The two runs: the collapsing configuration, then IAC + DLC on the same seed.
+DEMO_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("toy-collapsing", {"optimizer": "momentum", "advantage": "raw", "steps": 150}),
+    (
+        "toy-iac-dlc",
+        {"optimizer": "momentum", "advantage": "raw", "steps": 150, "iac": True, "dlc": True},
+    ),
+)
+
+
+def run_demo(
+    *,
+    seed: int = 1,
+    database: Path | None = None,
+    out: TextIO | None = None,
+    serve: bool = False,
+    wait_forever: Callable[[], None] | None = None,
+) -> DemoReport:
+    """Run the demo; returns what the service stored. ``database`` keeps the SQLite file there
+    (default: a temporary directory, removed afterwards unless ``serve``)."""
+    try:
+        import torch  # noqa: F401  (the hooks extra)
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise SystemExit(
+            "sharpwatch demo needs PyTorch (the hooks extra): pip install 'sharpwatch[hooks]'"
+        ) from exc
+    printer = _Printer(out or sys.stdout)
+    started = time.monotonic()
+    scratch = None
+    if database is None:
+        scratch = Path(tempfile.mkdtemp(prefix="sharpwatch-demo-"))
+        database = scratch / "demo.db"
+    try:
+        with _service(database) as url, httpx.Client(base_url=url, timeout=10.0) as http:
+            printer.say(f"sharpwatch demo: service on {url} (SQLite {database})")
+            printer.say("training the toy RLVR experiment (science.md §6) through trainer_hooks")
+            watcher = _Watcher(http, printer)
+            runs = [_train(url, name, cfg, seed, printer, watcher) for name, cfg in DEMO_RUNS]
+            seconds = time.monotonic() - started
+            _where_to_look(printer, url, runs, seconds, serve)
+            if serve:
+                (wait_forever or _wait_for_interrupt)()
+            return DemoReport(url=url, database=str(database), runs=runs, seconds=seconds)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _where_to_look(
+    printer: _Printer, url: str, runs: list[RunReport], seconds: float, serve: bool
+) -> None:
+    printer.say(
+        f"\ndone in {seconds:.0f} s. Where to look"
+        + (" (serving until Ctrl-C):" if serve else " (rerun with --serve to browse):")
+    )
+    printer.say(f"  live page      {url}/")
+    for run in runs:
+        printer.say(f"  run {run.name:<15} {url}/#/runs/{run.run_id}")
+        printer.say(f"    steps        {url}/api/v1/runs/{run.run_id}/steps")
+        printer.say(f"    alerts       {url}/api/v1/runs/{run.run_id}/alerts")
+        printer.say(f"    commands     {url}/api/v1/runs/{run.run_id}/commands/history")
+    printer.say(f"  Prometheus     {url}/metrics")
+    printer.say(f"  API docs       {url}/docs")
+    printer.say(
+        "  dashboards     docker compose up -d (Grafana on http://127.0.0.1:3000), or "
+        "sharpwatch dashboards push --grafana-url URL --token TOKEN"
+    )
+
+
+def _wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return
+
+
+def _main(args: Any) -> int:
+    database = Path(args.database) if args.database else None
+    run_demo(seed=args.seed, database=database, serve=args.serve)
+    return 0
+
+
+def add_demo_parser(commands: Any) -> None:
+    """Register ``sharpwatch demo`` on the CLI's subcommands."""
+    demo = commands.add_parser(
+        "demo", help="start the service in-process and stream two toy RLVR runs into it"
+    )
+    demo.add_argument("--seed", type=int, default=1, help="toy seed (default 1)")
+    demo.add_argument("--database", help="keep the SQLite file here (default: temporary)")
+    demo.add_argument(
+        "--serve", action="store_true", help="keep serving after the runs (Ctrl-C to quit)"
+    )
+    demo.set_defaults(handler=_main)

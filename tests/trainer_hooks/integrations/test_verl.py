@@ -1,0 +1,202 @@
+"""The veRL IAC estimator's pure function, its registration (through a registry with veRL's
+decorator interface; veRL itself is not installed here), and the metrics tap against a real
+service."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from prometheus_client import CollectorRegistry
+
+from service.app import create_app
+from service.db.engine import make_engine
+from service.db.migrate import upgrade
+from service.settings import Settings
+from tests._servers import ServerThread
+from trainer_hooks import watch
+from trainer_hooks.integrations.verl import (
+    ESTIMATOR_NAME,
+    EarlyStopError,
+    SharpwatchVerlTap,
+    compute_iac_grpo_advantage,
+    iac_grpo_outcome_advantage,
+    register,
+)
+
+
+def reference_grpo(scores: list[float], index: list[str], eps: float, norm: bool) -> list[float]:
+    """veRL's GRPO outcome advantage, written out per group (the formula, loop by loop)."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for s, i in zip(scores, index, strict=True):
+        groups[i].append(s)
+    stats = {}
+    for i, vals in groups.items():
+        if len(vals) == 1:
+            stats[i] = (0.0, 1.0)
+        else:
+            m = sum(vals) / len(vals)
+            sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+            stats[i] = (m, sd)
+    out = []
+    for s, i in zip(scores, index, strict=True):
+        m, sd = stats[i]
+        out.append((s - m) / (sd + eps) if norm else s - m)
+    return out
+
+
+def reference_iac(
+    adv: list[float], scores: list[float], index: list[str], alpha: float
+) -> list[float]:
+    size: dict[str, int] = defaultdict(int)
+    succ: dict[str, int] = defaultdict(int)
+    for s, i in zip(scores, index, strict=True):
+        size[i] += 1
+        succ[i] += s >= 0.5
+    return [
+        a * (size[i] - succ[i]) ** alpha if a > 0 else a for a, i in zip(adv, index, strict=True)
+    ]
+
+
+def _batch(seed: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    gen = torch.Generator().manual_seed(seed)
+    uids = ["a"] * 4 + ["b"] * 4 + ["c"] * 3 + ["d"]  # uneven groups and a singleton
+    order = torch.randperm(len(uids), generator=gen).tolist()  # veRL rows need not be grouped
+    index = np.array([uids[k] for k in order], dtype=object)
+    n, t = len(uids), 5
+    scores = (torch.rand(n, generator=gen) > 0.4).float()
+    lengths = torch.randint(1, t + 1, (n,), generator=gen)
+    mask = (torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)).float()
+    token_rewards = torch.zeros(n, t)
+    token_rewards[torch.arange(n), lengths - 1] = scores  # the outcome on the last token
+    return token_rewards, mask, index
+
+
+@pytest.mark.parametrize("norm", [True, False])
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 1.5])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pure_function_is_verl_grpo_then_iac(norm: bool, alpha: float, seed: int) -> None:
+    token_rewards, mask, index = _batch(seed)
+    adv, returns = iac_grpo_outcome_advantage(
+        token_rewards, mask, index, alpha=alpha, norm_adv_by_std_in_grpo=norm
+    )
+    scores = token_rewards.sum(-1).tolist()
+    ids = [str(x) for x in index]
+    expected = reference_iac(reference_grpo(scores, ids, 1e-6, norm), scores, ids, alpha)
+    want = torch.tensor(expected).unsqueeze(-1) * mask
+    assert adv.shape == token_rewards.shape
+    assert torch.allclose(adv, want, atol=1e-5)
+    assert torch.equal(adv, returns)
+    assert bool((adv[mask == 0] == 0).all())
+
+
+def test_registration_through_the_registry_decorator() -> None:
+    registry: dict[str, Callable[..., Any]] = {}
+
+    def register_adv_est(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+            registry[name] = fn
+            return fn
+
+        return decorator
+
+    fn = register(register_adv_est=register_adv_est)
+    assert registry == {ESTIMATOR_NAME: compute_iac_grpo_advantage}
+    token_rewards, mask, index = _batch(0)
+    # veRL's call: keyword arguments, an AlgoConfig-like mapping with .get
+    config = {"norm_adv_by_std_in_grpo": True, "iac_alpha": 2.0}
+    adv, _ = fn(token_level_rewards=token_rewards, response_mask=mask, index=index, config=config)
+    want, _ = iac_grpo_outcome_advantage(token_rewards, mask, index, alpha=2.0)
+    assert torch.allclose(adv, want)
+
+
+def test_importing_the_integrations_imports_no_framework() -> None:
+    code = (
+        "import sys, trainer_hooks, trainer_hooks.integrations, trainer_hooks.integrations.verl; "
+        "print(','.join(m for m in ('verl', 'trl', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == ""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerThread]:
+    url = f"sqlite:///{tmp_path / 'verl.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    app = create_app(Settings(database_url=url), registry=CollectorRegistry())
+    with ServerThread(app) as running:
+        yield running
+
+
+class FakeTracking:
+    """veRL's ``Tracking`` interface: ``log(data, step)``."""
+
+    def __init__(self) -> None:
+        self.logged: list[int] = []
+
+    def log(self, data: dict[str, Any], step: int) -> None:
+        self.logged.append(step)
+
+
+def test_tap_streams_steps_with_verl_metrics_and_stops(server: ServerThread) -> None:
+    with watch(server.url, name="verl", group_size=4, kl_beta=0.001, poll_wait=2) as run:
+        tap = SharpwatchVerlTap(run).install(FakeTracking)
+        tracker = FakeTracking()
+        try:
+            for step in range(3):
+                token_rewards, mask, index = _batch(step)
+                adv, _ = compute_iac_grpo_advantage(
+                    token_level_rewards=token_rewards,
+                    response_mask=mask,
+                    index=index,
+                    config={"norm_adv_by_std_in_grpo": True},
+                )
+                want, _ = iac_grpo_outcome_advantage(token_rewards, mask, index, alpha=1.0)
+                assert torch.allclose(adv, want, atol=1e-6)
+                tracker.log(
+                    {
+                        "actor/entropy": 0.5 - 0.1 * step,
+                        "actor/pg_loss": np.float32(0.25),
+                        "critic/score/mean": 0.6,
+                    },
+                    step + 1,
+                )
+            assert run.run is not None
+            run_id = run.run.id
+            httpx.post(
+                f"{server.url}/api/v1/runs/{run_id}/commands",
+                json={"kind": "early_stop", "reason": "operator"},
+            )
+            deadline = time.monotonic() + 15
+            while not run.should_stop and time.monotonic() < deadline:
+                time.sleep(0.02)
+            token_rewards, mask, index = _batch(3)
+            compute_iac_grpo_advantage(
+                token_level_rewards=token_rewards, response_mask=mask, index=index, config=None
+            )
+            with pytest.raises(EarlyStopError, match="operator"):
+                tracker.log({"actor/entropy": 0.1}, 4)
+        finally:
+            tap.detach()
+        assert FakeTracking.log.__name__ == "log"  # detach restored veRL's method
+        assert tracker.logged == [1, 2, 3, 4]
+    steps = httpx.get(f"{server.url}/api/v1/runs/{run_id}/steps").json()["steps"]
+    assert [s["step"] for s in steps] == [0, 1, 2, 3]
+    assert [round(s["metrics"]["entropy"], 6) for s in steps] == [0.5, 0.4, 0.3, 0.1]
+    assert steps[0]["metrics"]["loss"] == 0.25
+    assert steps[0]["metrics"]["verl/score_mean"] == 0.6
+    detail = httpx.get(f"{server.url}/api/v1/runs/{run_id}/steps/0").json()
+    assert sorted(q["group_size"] for q in detail["queries"]) == [1, 3, 4, 4]
+    assert httpx.get(f"{server.url}/api/v1/runs/{run_id}").json()["status"] == "stopped"
