@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from service.deps import BrokerDep, MetricsDep, RunReader, RunWriter, SessionDep
@@ -29,6 +30,7 @@ from service.storage import runs as run_store
 from service.storage import steps as step_store
 
 log = logging.getLogger(__name__)
+DETECTION_ATTEMPTS = 2
 router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["steps"])
 _METRIC_LIST: TypeAdapter[list[str]] = TypeAdapter(list[MetricName])
 
@@ -70,13 +72,23 @@ def _store_and_detect(
     if not result.accepted:
         return result, 0
     start = time.perf_counter()
-    try:
-        outcome = detection.run_detectors(session, run_id, result.accepted)
-    except Exception:
-        session.rollback()
-        metrics.detector_failures.inc()
-        log.exception("detectors failed", extra={"run_id": run_id, "steps": result.accepted[:5]})
-        return result, 0
+    for attempt in range(DETECTION_ATTEMPTS):
+        try:
+            outcome = detection.run_detectors(session, run_id)
+            break
+        except OperationalError:
+            # A lock wait ran out (SQLite under many writers): try again; if it still fails, the
+            # next ingest of this run catches up from the detectors' persisted state.
+            session.rollback()
+            if attempt + 1 == DETECTION_ATTEMPTS:
+                metrics.detector_failures.inc()
+                log.warning("detectors deferred: database busy", extra={"run_id": run_id})
+                return result, 0
+        except Exception:
+            session.rollback()
+            metrics.detector_failures.inc()
+            log.exception("detectors failed", extra={"run_id": run_id})
+            return result, 0
     if outcome.steps_evaluated:
         metrics.detector_seconds.observe((time.perf_counter() - start) / outcome.steps_evaluated)
     return result, outcome.commands_created

@@ -7,7 +7,6 @@ stored even if detection fails), with the run row locked so several workers seri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +31,7 @@ from service.metric_names import STEP_METRIC_NAMES
 from service.storage import commands as command_store
 
 DEFAULT_ALPHA = 1.0
+MAX_CATCH_UP = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +64,28 @@ def _history_record(row: Row[Any]) -> StepRecord:
     )
 
 
-def run_detectors(session: Session, run_id: int, steps: Sequence[int]) -> DetectionResult:
+def run_detectors(session: Session, run_id: int) -> DetectionResult:
+    """Evaluate every stored step newer than the last one the detectors saw (at most
+    ``MAX_CATCH_UP`` per call), in step order. Catching up from the persisted state, rather than
+    evaluating only the request's own steps, means a detection that failed (a lock timeout, a
+    crash between commit and detection) is made good by the next ingest of the run."""
     run = session.scalars(select(Run).where(Run.id == run_id).with_for_update()).first()
     if run is None:
         raise NotFoundError(f"run {run_id} does not exist", field="run_id")
     config = DetectorConfig.model_validate(run.detector_config or {})
     policy = RunPolicy.model_validate(run.policy or {})
     state = DetectorState.from_json(run.detector_state)
-    ordered = sorted(s for s in steps if state.last_step is None or s > state.last_step)
+    ordered = list(
+        session.scalars(
+            select(Step.step)
+            .where(
+                Step.run_id == run_id,
+                Step.step > (-1 if state.last_step is None else state.last_step),
+            )
+            .order_by(Step.step)
+            .limit(MAX_CATCH_UP)
+        )
+    )
     if not ordered:
         session.rollback()
         return DetectionResult(0, 0, run.verdict)
@@ -96,10 +110,10 @@ def run_detectors(session: Session, run_id: int, steps: Sequence[int]) -> Detect
     )
     created = 0
     outcome: StepOutcome | None = None
+    position = {record.step: index for index, record in enumerate(records)}
     for step in ordered:
-        history = [r for r in records if r.step <= step][-need:]
-        if not history or history[-1].step != step:
-            continue
+        index = position[step]
+        history = records[max(0, index - need + 1) : index + 1]
         reported_alpha = history[-1].value("alpha")
         if reported_alpha is not None:
             run.alpha = reported_alpha

@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.detectors import ActionKind, replay_detailed
+from service.schemas.steps import StepBatchIn
+from service.storage import steps as step_store
 from tests.service._helpers import run_body
 from tests.service.detectors import _traces
 
@@ -182,3 +185,22 @@ def test_no_alpha_commands_to_a_trainer_that_reports_iac_off(client: TestClient)
     assert "adjust_alpha" in kinds_on
     assert "adjust_alpha" not in kinds_off
     assert "early_stop" in kinds_off  # the stop path is unaffected
+
+
+def test_detection_catches_up_on_steps_stored_without_it(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    """Steps committed but never evaluated (a detection that failed) are evaluated by the
+    run's next ingest: the outcome equals the replay of the whole trace."""
+    trace = _traces.entropy_collapse()
+    run_id = client.post("/api/v1/runs", json=run_body("catch-up")).json()["id"]
+    half = len(trace) // 2
+    with session_factory() as session:
+        steps = [{"step": r["step"], "metrics": r["metrics"]} for r in trace[:half]]
+        step_store.ingest(session, run_id, StepBatchIn.model_validate({"steps": steps}))
+    assert client.get(f"/api/v1/runs/{run_id}/alerts").json()["items"] == []
+    _post_trace(client, run_id, trace[half:], batch=7)
+    expected = replay_detailed(trace, group_size=8, stop_on_auto_stop=False)
+    opened = sorted((a.rule, a.first_step) for a in expected.actions if a.kind is ActionKind.OPEN)
+    alerts = _all(client, f"/api/v1/runs/{run_id}/alerts")
+    assert sorted((a["rule"], a["first_step"]) for a in alerts) == opened
