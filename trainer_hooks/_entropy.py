@@ -73,6 +73,28 @@ class EntropySummary:
     tokens_per_sequence: torch.Tensor
 
 
+_CPU_BLOCK_ELEMENTS = 1_048_576  # ~4 MB of fp32 per block: fits the cache, few Python calls
+
+
+def _masked_row_sums(h: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_t m, Σ_t h·m) per row of ``[N, T]`` tensors, in one pass over memory.
+
+    On a GPU one fused ``einsum`` reads each tensor once. On a CPU the batched dot behind
+    ``einsum`` is slow and a plain ``(h * m).sum`` writes an ``[N, T]`` temporary, so rows go
+    in cache-sized blocks: each block's product and both sums are computed while it is in cache
+    (2.5x faster than ``einsum`` at [8192 × 1024] here, see docs/benchmarks.md)."""
+    if h.device.type != "cpu":
+        return m.sum(dim=-1), torch.einsum("nt,nt->n", h, m)
+    rows = max(1, _CPU_BLOCK_ELEMENTS // max(1, h.shape[-1]))
+    tok = torch.empty(h.shape[0], dtype=h.dtype)
+    ent = torch.empty(h.shape[0], dtype=h.dtype)
+    for start in range(0, h.shape[0], rows):
+        block_m = m[start : start + rows]
+        tok[start : start + rows] = block_m.sum(dim=-1)
+        ent[start : start + rows] = torch.mul(h[start : start + rows], block_m).sum(dim=-1)
+    return tok, ent
+
+
 def entropy_summary(
     entropy: torch.Tensor, mask: torch.Tensor | None, layout: GroupLayout
 ) -> EntropySummary:
@@ -100,10 +122,9 @@ def entropy_summary(
         m = mask.reshape(h.shape).to(device=h.device, dtype=torch.float32)
     if h.device != m.device:
         raise ShapeError(f"mask is on {m.device}; entropy is on {h.device}")
-    # one fused multiply-reduce pass (no [N, T] temporary); entropy under the mask must be
-    # finite (NaN there would make the sums NaN, reported as non-finite, never silently wrong)
-    tok = m.sum(dim=-1)
-    ent_sum = torch.einsum("nt,nt->n", h, m)
+    # Entropy under the mask must be finite (NaN there makes the sums NaN, reported as
+    # non-finite, never silently wrong).
+    tok, ent_sum = _masked_row_sums(h, m)
     per_sequence = ent_sum / tok.clamp_min(1.0)
     q_tok = segment_sum(tok, layout.index, layout.num_groups)
     per_query = segment_sum(ent_sum, layout.index, layout.num_groups) / q_tok.clamp_min(1.0)
