@@ -20,7 +20,12 @@ from service.app import create_app
 from service.db.engine import make_engine
 from service.db.migrate import upgrade
 from service.settings import Settings
-from tests._servers import postgres_url_or_skip, redis_url_or_skip, scratch_postgres_database
+from tests._servers import (
+    ServerThread,
+    postgres_url_or_skip,
+    redis_url_or_skip,
+    scratch_postgres_database,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -108,3 +113,23 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 @pytest.fixture
 def redis_url() -> str:
     return redis_url_or_skip()
+
+
+@pytest.fixture
+def server(database_url: str) -> Iterator[ServerThread]:
+    """A real uvicorn serving the app on the requested backend (SQLite and PostgreSQL)."""
+    app = create_app(Settings(database_url=database_url), registry=CollectorRegistry())
+    with ServerThread(app) as running:
+        yield running
+
+
+@pytest.fixture
+def sqlite_server(tmp_path: Path) -> Iterator[ServerThread]:
+    """A real uvicorn on a fresh SQLite file, for tests whose subject is not the store."""
+    url = f"sqlite:///{tmp_path / 'server.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    app = create_app(Settings(database_url=url), registry=CollectorRegistry())
+    with ServerThread(app) as running:
+        yield running

@@ -7,17 +7,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
-from service.app import create_app
-from service.db.engine import make_engine
-from service.db.migrate import upgrade
-from service.settings import Settings
 from tests._servers import ServerThread
 
 _PATH = Path(__file__).resolve().parents[2] / "examples" / "tiny_grpo.py"
@@ -32,21 +26,10 @@ pytestmark = pytest.mark.slow
 STEPS = 30
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerThread]:
-    url = f"sqlite:///{tmp_path / 'tiny.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    app = create_app(Settings(database_url=url), registry=CollectorRegistry())
-    with ServerThread(app) as running:
-        yield running
-
-
-def test_tiny_grpo_baseline_and_iac_stream_to_the_service(server: ServerThread) -> None:
+def test_tiny_grpo_baseline_and_iac_stream_to_the_service(sqlite_server: ServerThread) -> None:
     cfg = tiny.TinyConfig(sft_steps=100, steps=STEPS, prompts_per_step=8, seed=0)
     lines: list[str] = []
-    results = tiny.experiment(cfg, url=server.url, log=lines.append)
+    results = tiny.experiment(cfg, url=sqlite_server.url, log=lines.append)
     base, iac = results["baseline"], results["iac"]
 
     # Like for like: the same checkpoint and sampling seed give the same first step.
@@ -59,7 +42,7 @@ def test_tiny_grpo_baseline_and_iac_stream_to_the_service(server: ServerThread) 
     assert end < 0.7 * start, (start, end)
     assert sum(base.success_rate[-5:]) / 5 > sum(base.success_rate[:5]) / 5
 
-    with httpx.Client(base_url=server.url) as http:
+    with httpx.Client(base_url=sqlite_server.url) as http:
         runs = {r["name"]: r for r in http.get("/api/v1/runs").json()["items"]}
         assert set(runs) == {"tiny-grpo-baseline-seed0", "tiny-grpo-iac-seed0"}
         stored = {}

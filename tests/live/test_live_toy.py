@@ -6,18 +6,12 @@ and on PostgreSQL + Redis with two `sharpwatch serve` worker processes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
-from service.app import create_app
-from service.db.engine import make_engine
-from service.db.migrate import upgrade
-from service.settings import Settings
 from tests._servers import ServerThread
 from tests.reliability._procs import ServiceProcess
 from trainer_hooks import StepResult, watch
@@ -90,21 +84,10 @@ def _check_calibrated_run_gets_alpha(url: str) -> None:
     assert all(d["reason"] for d in decisions)
 
 
-@pytest.fixture
-def sqlite_service(tmp_path: Path) -> Iterator[str]:
-    url = f"sqlite:///{tmp_path / 'live.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    app = create_app(Settings(database_url=url), registry=CollectorRegistry())
-    with ServerThread(app) as server:
-        yield server.url
-
-
 @pytest.mark.slow
-def test_live_toy_sqlite_one_worker(sqlite_service: str) -> None:
-    _check_collapsing_run_stopped(sqlite_service)
-    _check_calibrated_run_gets_alpha(sqlite_service)
+def test_live_toy_sqlite_one_worker(sqlite_server: ServerThread) -> None:
+    _check_collapsing_run_stopped(sqlite_server.url)
+    _check_calibrated_run_gets_alpha(sqlite_server.url)
 
 
 @pytest.mark.slow

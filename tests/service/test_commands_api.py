@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -157,13 +156,6 @@ def _wake_test(poll_url: str, issue_url: str) -> dict[str, Any]:
     )
     poller.join(timeout=30)
     return out
-
-
-@pytest.fixture
-def server(database_url: str) -> Iterator[ServerThread]:
-    app = create_app(Settings(database_url=database_url), registry=CollectorRegistry())
-    with ServerThread(app) as running:
-        yield running
 
 
 def test_long_poll_wakes_on_command_in_process(server: ServerThread) -> None:

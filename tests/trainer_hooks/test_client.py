@@ -5,23 +5,12 @@ from __future__ import annotations
 import math
 import socket
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
-from service.app import create_app
-from service.settings import Settings
 from tests._servers import ServerThread
 from trainer_hooks import ConfigurationError, ServiceError, SharpwatchClient, sanitize_record
-
-
-@pytest.fixture
-def server(database_url: str) -> Iterator[ServerThread]:
-    app = create_app(Settings(database_url=database_url), registry=CollectorRegistry())
-    with ServerThread(app) as running:
-        yield running
 
 
 def _record(step: int) -> dict[str, object]:

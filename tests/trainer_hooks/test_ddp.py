@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,10 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from prometheus_client import CollectorRegistry
 
-from service.app import create_app
-from service.settings import Settings
 from tests._servers import ServerThread
 from trainer_hooks import StepInputs, grpo_advantages, watch
 
@@ -27,20 +23,6 @@ B = 2
 MAX_STEPS = 12
 ALPHA_AFTER = 2  # rank 0 has the service send adjust_alpha after this step
 STOP_AFTER = 5  # ... and early_stop after this one
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerThread]:
-    url = f"sqlite:///{tmp_path / 'ddp.db'}"
-    from service.db.engine import make_engine
-    from service.db.migrate import upgrade
-
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    app = create_app(Settings(database_url=url), registry=CollectorRegistry())
-    with ServerThread(app) as running:
-        yield running
 
 
 def _free_port() -> int:
@@ -113,10 +95,10 @@ def _worker(rank: int, world: int, init: str, url: str, out_dir: str) -> None:
 
 @pytest.mark.slow
 def test_rank1_sees_alpha_and_stop_with_rank0_only_sending(
-    server: ServerThread, tmp_path: Path
+    sqlite_server: ServerThread, tmp_path: Path
 ) -> None:
     init = f"tcp://127.0.0.1:{_free_port()}"
-    mp.spawn(_worker, args=(2, init, server.url, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, init, sqlite_server.url, str(tmp_path)), nprocs=2, join=True)
     traces = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 
     # Both ranks took the same steps, with the same α, and stopped at the same step.
@@ -135,17 +117,19 @@ def test_rank1_sees_alpha_and_stop_with_rank0_only_sending(
     assert torch.allclose(got, expected, atol=1e-5)
 
     # Only rank 0 talked to the service: one run, one record per step.
-    runs = httpx.get(f"{server.url}/api/v1/runs").json()
+    runs = httpx.get(f"{sqlite_server.url}/api/v1/runs").json()
     items = runs["items"] if isinstance(runs, dict) else runs
     assert [r["name"] for r in items] == ["ddp"]
     run_id = items[0]["id"]
-    steps = httpx.get(f"{server.url}/api/v1/runs/{run_id}/steps").json()["steps"]
+    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps").json()["steps"]
     assert [s["step"] for s in steps] == list(range(STOP_AFTER + 2))
-    history = httpx.get(f"{server.url}/api/v1/runs/{run_id}/commands/history").json()["items"]
+    history = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/commands/history").json()[
+        "items"
+    ]
     by_kind = {c["kind"]: c for c in history}
     assert by_kind["adjust_alpha"]["status"] == "applied"
     assert by_kind["adjust_alpha"]["applied_step"] == ALPHA_AFTER + 1
     assert by_kind["early_stop"]["status"] == "applied"
-    state = httpx.get(f"{server.url}/api/v1/runs/{run_id}").json()
+    state = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}").json()
     assert state["status"] == "stopped"
     assert state["alpha"] == 1.5

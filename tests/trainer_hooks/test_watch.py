@@ -4,27 +4,15 @@ next step with an ack naming that step, early_stop at once — and a resumed tra
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 import torch
-from prometheus_client import CollectorRegistry
 
-from service.app import create_app
-from service.settings import Settings
 from tests._servers import ServerThread
 from trainer_hooks import StepInputs, grpo_advantages, watch
 
 G = 8
 B = 4
-
-
-@pytest.fixture
-def server(database_url: str) -> Iterator[ServerThread]:
-    app = create_app(Settings(database_url=database_url), registry=CollectorRegistry())
-    with ServerThread(app) as running:
-        yield running
 
 
 def _inputs(seed: int) -> StepInputs:

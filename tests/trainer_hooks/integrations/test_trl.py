@@ -4,7 +4,6 @@ steps, no downloads) with the sharpwatch callback and the IAC trainer, against a
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import torch
 pytest.importorskip("trl")
 
 from datasets import Dataset
-from prometheus_client import CollectorRegistry
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     PreTrainedTokenizerFast,
@@ -25,10 +23,6 @@ from transformers import (
 )
 from trl import GRPOConfig, GRPOTrainer
 
-from service.app import create_app
-from service.db.engine import make_engine
-from service.db.migrate import upgrade
-from service.settings import Settings
 from tests._servers import ServerThread
 from trainer_hooks import iac_calibrate, watch
 from trainer_hooks.integrations.trl import IACGRPOTrainer, SharpwatchCallback
@@ -40,17 +34,6 @@ pytestmark = pytest.mark.filterwarnings(
 
 G = 4
 WORDS = ["<pad>", "<eos>", "<unk>", *[str(d) for d in range(10)], "+", "="]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerThread]:
-    url = f"sqlite:///{tmp_path / 'trl.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    app = create_app(Settings(database_url=url), registry=CollectorRegistry())
-    with ServerThread(app) as running:
-        yield running
 
 
 def _tokenizer() -> PreTrainedTokenizerFast:
@@ -130,11 +113,16 @@ def _steps(url: str, run_id: int) -> list[dict[str, Any]]:
 
 
 def test_callback_streams_trl_metrics_and_group_successes(
-    server: ServerThread, tmp_path: Path
+    sqlite_server: ServerThread, tmp_path: Path
 ) -> None:
     tokenizer = _tokenizer()
     with watch(
-        server.url, name="trl-callback", group_size=G, kl_beta=0.0, reference_beta=0.04, iac=False
+        sqlite_server.url,
+        name="trl-callback",
+        group_size=G,
+        kl_beta=0.0,
+        reference_beta=0.04,
+        iac=False,
     ) as run:
         callback = SharpwatchCallback(run)
         trainer = GRPOTrainer(
@@ -148,9 +136,9 @@ def test_callback_streams_trl_metrics_and_group_successes(
         trainer.train()
         assert run.run is not None
         run_id = run.run.id
-    steps = _steps(server.url, run_id)
+    steps = _steps(sqlite_server.url, run_id)
     assert [s["step"] for s in steps] == [0, 1, 2]
-    detail = httpx.get(f"{server.url}/api/v1/runs/{run_id}/steps/1").json()
+    detail = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps/1").json()
     metrics = detail["metrics"]
     # TRL's own logged metrics, and the monitor's group statistics from the wrapped rewards.
     for name in ("entropy", "frac_reward_zero_std", "loss", "grad_norm", "success_rate", "alpha"):
@@ -165,7 +153,7 @@ def test_callback_streams_trl_metrics_and_group_successes(
 
 
 def test_iac_trainer_calibrates_obeys_alpha_and_early_stop(
-    server: ServerThread, tmp_path: Path
+    sqlite_server: ServerThread, tmp_path: Path
 ) -> None:
     tokenizer = _tokenizer()
     seen: list[tuple[torch.Tensor, float]] = []
@@ -185,7 +173,7 @@ def test_iac_trainer_calibrates_obeys_alpha_and_early_stop(
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             assert run.run is not None
-            url = f"{server.url}/api/v1/runs/{run.run.id}/commands"
+            url = f"{sqlite_server.url}/api/v1/runs/{run.run.id}/commands"
             if state.global_step == 2:
                 httpx.post(url, json={"kind": "adjust_alpha", "alpha": 2.0, "reason": "test"})
                 _wait(lambda: run.monitor.pending_alpha == 2.0)
@@ -194,7 +182,12 @@ def test_iac_trainer_calibrates_obeys_alpha_and_early_stop(
                 _wait(lambda: run.should_stop)
 
     with watch(
-        server.url, name="trl-iac", group_size=G, kl_beta=0.0, reference_beta=0.04, poll_wait=2
+        sqlite_server.url,
+        name="trl-iac",
+        group_size=G,
+        kl_beta=0.0,
+        reference_beta=0.04,
+        poll_wait=2,
     ) as run:
         trainer = Capture(
             model=_model(tokenizer),
@@ -225,18 +218,20 @@ def test_iac_trainer_calibrates_obeys_alpha_and_early_stop(
     expected = iac_calibrate(raw, rewards, alpha=2.0).reshape(-1)
     assert torch.allclose(advantages, expected.sort().values, atol=1e-5)
     assert not torch.allclose(raw.reshape(-1).sort().values, expected.sort().values)
-    steps = _steps(server.url, run_id)
+    steps = _steps(sqlite_server.url, run_id)
     assert [s["step"] for s in steps] == [0, 1, 2, 3]
     assert [s["metrics"]["alpha"] for s in steps] == [1.0, 1.0, 2.0, 2.0]
-    history = httpx.get(f"{server.url}/api/v1/runs/{run_id}/commands/history").json()["items"]
+    history = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/commands/history").json()[
+        "items"
+    ]
     by_kind = {c["kind"]: c for c in history}
     assert by_kind["adjust_alpha"]["status"] == "applied"
     assert by_kind["adjust_alpha"]["applied_step"] == 2
     assert by_kind["early_stop"]["status"] == "applied"
-    assert httpx.get(f"{server.url}/api/v1/runs/{run_id}").json()["status"] == "stopped"
+    assert httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}").json()["status"] == "stopped"
     # TRL's own logged metrics travelled with the record computed at generation time, and the
     # monitor's Z'(q) saw both the raw and the calibrated advantages.
-    metrics = httpx.get(f"{server.url}/api/v1/runs/{run_id}/steps/3").json()["metrics"]
+    metrics = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps/3").json()["metrics"]
     for name in ("entropy", "frac_reward_zero_std", "loss", "log_zprime_raw_mean", "success_rate"):
         assert metrics[name] is not None, name
     assert metrics["iac"] == 1.0

@@ -9,20 +9,14 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 import torch
-from prometheus_client import CollectorRegistry
 
-from service.app import create_app
-from service.db.engine import make_engine
-from service.db.migrate import upgrade
-from service.settings import Settings
 from tests._servers import ServerThread
 from trainer_hooks import watch
 from trainer_hooks.integrations.verl import (
@@ -129,17 +123,6 @@ def test_importing_the_integrations_imports_no_framework() -> None:
     assert out.stdout.strip() == ""
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerThread]:
-    url = f"sqlite:///{tmp_path / 'verl.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    app = create_app(Settings(database_url=url), registry=CollectorRegistry())
-    with ServerThread(app) as running:
-        yield running
-
-
 class FakeTracking:
     """veRL's ``Tracking`` interface: ``log(data, step)``."""
 
@@ -150,8 +133,8 @@ class FakeTracking:
         self.logged.append(step)
 
 
-def test_tap_streams_steps_with_verl_metrics_and_stops(server: ServerThread) -> None:
-    with watch(server.url, name="verl", group_size=4, kl_beta=0.001, poll_wait=2) as run:
+def test_tap_streams_steps_with_verl_metrics_and_stops(sqlite_server: ServerThread) -> None:
+    with watch(sqlite_server.url, name="verl", group_size=4, kl_beta=0.001, poll_wait=2) as run:
         tap = SharpwatchVerlTap(run).install(FakeTracking)
         tracker = FakeTracking()
         try:
@@ -176,7 +159,7 @@ def test_tap_streams_steps_with_verl_metrics_and_stops(server: ServerThread) -> 
             assert run.run is not None
             run_id = run.run.id
             httpx.post(
-                f"{server.url}/api/v1/runs/{run_id}/commands",
+                f"{sqlite_server.url}/api/v1/runs/{run_id}/commands",
                 json={"kind": "early_stop", "reason": "operator"},
             )
             deadline = time.monotonic() + 15
@@ -192,11 +175,11 @@ def test_tap_streams_steps_with_verl_metrics_and_stops(server: ServerThread) -> 
             tap.detach()
         assert FakeTracking.log.__name__ == "log"  # detach restored veRL's method
         assert tracker.logged == [1, 2, 3, 4]
-    steps = httpx.get(f"{server.url}/api/v1/runs/{run_id}/steps").json()["steps"]
+    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps").json()["steps"]
     assert [s["step"] for s in steps] == [0, 1, 2, 3]
     assert [round(s["metrics"]["entropy"], 6) for s in steps] == [0.5, 0.4, 0.3, 0.1]
     assert steps[0]["metrics"]["loss"] == 0.25
     assert steps[0]["metrics"]["verl/score_mean"] == 0.6
-    detail = httpx.get(f"{server.url}/api/v1/runs/{run_id}/steps/0").json()
+    detail = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps/0").json()
     assert sorted(q["group_size"] for q in detail["queries"]) == [1, 3, 4, 4]
-    assert httpx.get(f"{server.url}/api/v1/runs/{run_id}").json()["status"] == "stopped"
+    assert httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}").json()["status"] == "stopped"
