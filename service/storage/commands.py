@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
@@ -213,15 +213,14 @@ def alpha_decisions(session: Session, run_id: int, limit: int = 1000) -> list[Al
     )
 
 
-def pending_alpha(session: Session, run_id: int) -> float | None:
-    """α of the newest outstanding adjust_alpha, if any (the controller's working value)."""
-    return session.scalar(
-        select(Command.alpha)
-        .where(
-            Command.run_id == run_id,
-            Command.kind == "adjust_alpha",
-            or_(Command.status == "pending", Command.status == "delivered"),
-        )
-        .order_by(Command.id.desc())
-        .limit(1)
-    )
+def outstanding_summary(session: Session, run_id: int) -> tuple[bool, float | None]:
+    """In one query: whether an early_stop is outstanding, and the α of the newest outstanding
+    adjust_alpha (the α controller's working value while the trainer has not applied it)."""
+    rows = session.execute(
+        select(Command.kind, Command.alpha)
+        .where(Command.run_id == run_id, Command.status.in_(OUTSTANDING))
+        .order_by(Command.id)
+    ).all()
+    stop = any(kind == "early_stop" for kind, _ in rows)
+    alphas = [alpha for kind, alpha in rows if kind == "adjust_alpha"]
+    return stop, alphas[-1] if alphas else None

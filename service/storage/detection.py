@@ -105,9 +105,8 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
             select(Alert).where(Alert.run_id == run_id, Alert.status == "open")
         )
     }
-    stopping = (
-        run.status == "stopped" or command_store.outstanding_stop(session, run_id) is not None
-    )
+    stop_outstanding, commanded_alpha = command_store.outstanding_summary(session, run_id)
+    stopping = run.status == "stopped" or stop_outstanding
     created = 0
     outcome: StepOutcome | None = None
     position = {record.step: index for index, record in enumerate(records)}
@@ -117,7 +116,7 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
         reported_alpha = history[-1].value("alpha")
         if reported_alpha is not None:
             run.alpha = reported_alpha
-        working_alpha = command_store.pending_alpha(session, run_id)
+        working_alpha = commanded_alpha
         if working_alpha is None:
             working_alpha = run.alpha if run.alpha is not None else DEFAULT_ALPHA
         outcome = process_step(
@@ -140,6 +139,7 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
             stopping = True
         if outcome.alpha.changed:
             created += _adjust_alpha(session, run_id, outcome)
+            commanded_alpha = outcome.alpha.new_alpha
     run.detector_state = state.to_json()
     run.model_collapse_step = state.model_collapse_step
     if state.peak is not None:
