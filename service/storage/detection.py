@@ -29,6 +29,7 @@ from service.detectors import (
 from service.errors import NotFoundError
 from service.metric_names import STEP_METRIC_NAMES
 from service.storage import commands as command_store
+from service.storage._transactions import begin_write
 
 DEFAULT_ALPHA = 1.0
 MAX_CATCH_UP = 1000
@@ -69,6 +70,7 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
     ``MAX_CATCH_UP`` per call), in step order. Catching up from the persisted state, rather than
     evaluating only the request's own steps, means a detection that failed (a lock timeout, a
     crash between commit and detection) is made good by the next ingest of the run."""
+    begin_write(session)
     run = session.scalars(select(Run).where(Run.id == run_id).with_for_update()).first()
     if run is None:
         raise NotFoundError(f"run {run_id} does not exist", field="run_id")
@@ -106,7 +108,9 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
         )
     }
     stop_outstanding, commanded_alpha = command_store.outstanding_summary(session, run_id)
-    stopping = run.status == "stopped" or stop_outstanding
+    # A stop once requested stays requested: the verdict says so even when the trainer's ack
+    # of the stop committed between this pass's reads of the run and of its commands.
+    stopping = run.status == "stopped" or run.verdict == "stopped" or stop_outstanding
     created = 0
     outcome: StepOutcome | None = None
     position = {record.step: index for index, record in enumerate(records)}

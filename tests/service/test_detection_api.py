@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.db.models import Command, Run
 from service.detectors import ActionKind, replay_detailed
 from service.schemas.steps import StepBatchIn
 from service.storage import steps as step_store
@@ -204,3 +206,29 @@ def test_detection_catches_up_on_steps_stored_without_it(
     opened = sorted((a.rule, a.first_step) for a in expected.actions if a.kind is ActionKind.OPEN)
     alerts = _all(client, f"/api/v1/runs/{run_id}/alerts")
     assert sorted((a["rule"], a["first_step"]) for a in alerts) == opened
+
+
+def test_a_stop_acknowledged_mid_pass_is_not_requested_twice(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    """The interleaving behind a duplicate early_stop: detection read the run while it was still
+    'running', the trainer's ack of the stop committed, then detection read no outstanding stop.
+    The run's verdict records the requested stop, so no second one is issued."""
+    trace = _traces.entropy_collapse()
+    run_id = client.post("/api/v1/runs", json=run_body("one-stop")).json()["id"]
+    expected = replay_detailed(trace, group_size=8, stop_on_auto_stop=False)
+    assert expected.stopped_at is not None
+    cut = trace.index(next(r for r in trace if r["step"] == expected.stopped_at)) + 1
+    _post_trace(client, run_id, trace[:cut], batch=10)
+    with session_factory() as session:
+        stop = session.scalars(
+            select(Command).where(Command.run_id == run_id, Command.kind == "early_stop")
+        ).one()
+        stop.status = "applied"  # acknowledged, but the run row read earlier still says running
+        session.commit()
+        run = session.get(Run, run_id)
+        assert run is not None
+        assert (run.status, run.verdict) == ("running", "stopped")
+    _post_trace(client, run_id, trace[cut:], batch=10)
+    kinds = [c["kind"] for c in _all(client, f"/api/v1/runs/{run_id}/commands/history")]
+    assert kinds.count("early_stop") == 1
