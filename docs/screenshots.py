@@ -62,15 +62,7 @@ def train_toy(url: str, name: str, seed: int, **config: Any) -> int:
             config={"optimizer": cfg.optimizer, "advantage": cfg.advantage, "reference_beta": 1.0},
             tags={"example": "toy_softmax"},
         )
-        monitor = Monitor(
-            group_size=cfg.group_size,
-            kl_beta=0.0,
-            reference_beta=1.0,
-            iac=cfg.iac,
-            alpha=cfg.alpha,
-            mu=cfg.mu if cfg.dlc else 0.0,
-            sender=client,
-        )
+        monitor = Monitor(**cfg.monitor_options(), sender=client)
         toy.run_toy(cfg, seed, monitor=monitor)
         client.flush(timeout=60)
         return run.id

@@ -208,15 +208,10 @@ def _train(
         url,
         name=name,
         project="demo",
-        group_size=cfg.group_size,
-        kl_beta=0.0,
-        reference_beta=1.0,
-        iac=cfg.iac,
-        alpha=cfg.alpha,
-        mu=cfg.mu if cfg.dlc else 0.0,
         poll_wait=1.0,
         config={"example": "toy_softmax", **cfg_kwargs, "seed": seed},
         tags={"demo": "true"},
+        **cfg.monitor_options(),
     ) as run:
         entropy: list[float | None] = []
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -76,6 +76,18 @@ class ToyConfig:
     dlc: bool = False
     mu: float = 0.5
     memory_lr: float = 0.5
+
+    def monitor_options(self) -> dict[str, Any]:
+        """The :class:`Monitor` (or ``watch``) settings for this run: the toy has no KL term, so
+        Z'(q) uses a reference β = 1; μ is reported only when DLC samples with it."""
+        return {
+            "group_size": self.group_size,
+            "kl_beta": 0.0,
+            "reference_beta": 1.0,
+            "iac": self.iac,
+            "alpha": self.alpha,
+            "mu": self.mu if self.dlc else 0.0,
+        }
 
 
 @dataclass(frozen=True)
@@ -141,15 +153,7 @@ def run_toy(
     w = torch.nn.Parameter(emb.clone())  # Decision: W init = class-embedding matrix
     opt = _optimizer(cfg, [w])
     if monitor is None:
-        # β only scales Z'(q); the toy has no KL term, so a reference β = 1 is recorded.
-        monitor = Monitor(
-            group_size=cfg.group_size,
-            kl_beta=0.0,
-            reference_beta=1.0,
-            iac=cfg.iac,
-            alpha=cfg.alpha,
-            mu=cfg.mu if cfg.dlc else 0.0,
-        )
+        monitor = Monitor(**cfg.monitor_options())
     memory = (
         DLCMemory(LinearMemory(4, 4).double(), mu=cfg.mu, lr=cfg.memory_lr) if cfg.dlc else None
     )

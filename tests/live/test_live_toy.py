@@ -32,12 +32,8 @@ def _run(url: str, name: str, cfg: ToyConfig) -> tuple[int, int]:
         url,
         name=name,
         project="live-toy",
-        group_size=cfg.group_size,
-        kl_beta=0.0,
-        reference_beta=1.0,
-        iac=cfg.iac,
-        alpha=cfg.alpha,
         poll_wait=10,
+        **cfg.monitor_options(),
     ) as run:
         result = run_toy(cfg, seed=0, monitor=run, on_step=_pace)
         assert run.run is not None

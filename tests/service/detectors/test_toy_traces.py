@@ -19,14 +19,7 @@ def _trace(cfg: ToyConfig, seed: int) -> list[dict[str, Any]]:
         def submit(self, record: dict[str, object]) -> None:
             records.append(record)
 
-    monitor = Monitor(
-        group_size=cfg.group_size,
-        kl_beta=0.0,
-        reference_beta=1.0,
-        iac=cfg.iac,
-        alpha=cfg.alpha,
-        sender=Recorder(),
-    )
+    monitor = Monitor(**cfg.monitor_options(), sender=Recorder())
     run_toy(cfg, seed=seed, monitor=monitor)
     return [{"step": r["step"], "metrics": r["metrics"]} for r in records]
 
