@@ -53,10 +53,7 @@ def fleet_alerts(
         before_id=int(cursor) if cursor else None,
         limit=limit,
     )
-    return Page[AlertOut](
-        items=[AlertOut.model_validate(r) for r in rows],
-        next_cursor=None if next_id is None else str(next_id),
-    )
+    return Page[AlertOut].of(rows, next_id)
 
 
 @router.get("/runs/{run_id}/alerts", summary="One run's alerts, newest first")
@@ -80,10 +77,7 @@ def run_alerts(
         before_id=int(cursor) if cursor else None,
         limit=limit,
     )
-    return Page[AlertOut](
-        items=[AlertOut.model_validate(r) for r in rows],
-        next_cursor=None if next_id is None else str(next_id),
-    )
+    return Page[AlertOut].of(rows, next_id)
 
 
 @router.get(

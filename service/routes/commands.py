@@ -119,10 +119,7 @@ def command_history(
         before_id=int(cursor) if cursor else None,
         limit=limit,
     )
-    return Page[CommandOut](
-        items=[CommandOut.model_validate(c) for c in rows],
-        next_cursor=None if next_id is None else str(next_id),
-    )
+    return Page[CommandOut].of(rows, next_id)
 
 
 @router.get("/alpha-decisions", summary="The α controller's decisions, newest first")

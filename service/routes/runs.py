@@ -65,10 +65,7 @@ def list_runs(
         after_id=int(cursor) if cursor else None,
         limit=limit,
     )
-    return Page[RunOut](
-        items=[RunOut.model_validate(run) for run in rows],
-        next_cursor=None if next_id is None else str(next_id),
-    )
+    return Page[RunOut].of(rows, next_id)
 
 
 @router.get("/{run_id}", summary="One run")

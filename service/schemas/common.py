@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -81,6 +82,15 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = Field(
         None, description="Pass as `cursor` to get the next page; null on the last page."
     )
+
+    @classmethod
+    def of(cls, rows: Iterable[object], next_id: int | None) -> Self:
+        """A page from stored rows (validated into ``T`` from their attributes) and the storage
+        layer's continuation id."""
+        return cls.model_validate(
+            {"items": list(rows), "next_cursor": None if next_id is None else str(next_id)},
+            from_attributes=True,
+        )
 
 
 class FieldError(BaseModel):

@@ -12,6 +12,7 @@ from service.detectors import DetectorConfig
 from service.metric_names import STEP_METRIC_NAMES
 from service.schemas.alerts import AlertOut, CollapseSummary, SignalValue
 from service.storage import runs as run_store
+from service.storage._pagination import keyset_page
 
 LATEST_SCAN_STEPS = 200
 
@@ -29,7 +30,7 @@ def list_alerts(
     limit: int = 100,
 ) -> tuple[list[Alert], int | None]:
     """Newest first; the second value is the cursor (an alert id) for the next page."""
-    query = select(Alert).order_by(Alert.id.desc()).limit(limit + 1)
+    query = select(Alert).order_by(Alert.id.desc())
     if run_id is not None:
         query = query.where(Alert.run_id == run_id)
     if project is not None:
@@ -44,10 +45,7 @@ def list_alerts(
         query = query.where(Alert.updated_at >= since)
     if before_id is not None:
         query = query.where(Alert.id < before_id)
-    rows = list(session.scalars(query))
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].id
-    return rows, None
+    return keyset_page(session, query, limit)
 
 
 def collapse_summary(session: Session, run_id: int) -> CollapseSummary:

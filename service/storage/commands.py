@@ -12,6 +12,7 @@ from service.db.base import utcnow
 from service.db.models import AlphaDecisionRow, Command, Run
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.schemas.commands import CommandAck, CommandCreate
+from service.storage._pagination import keyset_page
 
 OUTSTANDING = ("pending", "delivered")
 
@@ -196,10 +197,7 @@ def history(
         query = query.where(Command.status == status)
     if before_id is not None:
         query = query.where(Command.id < before_id)
-    rows = list(session.scalars(query.limit(limit + 1)))
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].id
-    return rows, None
+    return keyset_page(session, query, limit)
 
 
 def alpha_decisions(session: Session, run_id: int, limit: int = 1000) -> list[AlphaDecisionRow]:

@@ -12,6 +12,7 @@ from service.db.base import utcnow
 from service.db.models import Run
 from service.errors import NotFoundError
 from service.schemas.runs import RunCreate, RunUpdate
+from service.storage._pagination import keyset_page
 
 
 def register(session: Session, spec: RunCreate) -> tuple[Run, bool]:
@@ -63,17 +64,14 @@ def list_runs(
     limit: int = 100,
 ) -> tuple[Sequence[Run], int | None]:
     """A page of runs ordered by id, and the id to continue after (None on the last page)."""
-    query = select(Run).order_by(Run.id).limit(limit + 1)
+    query = select(Run).order_by(Run.id)
     if project is not None:
         query = query.where(Run.project == project)
     if status is not None:
         query = query.where(Run.status == status)
     if after_id is not None:
         query = query.where(Run.id > after_id)
-    rows = session.scalars(query).all()
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].id
-    return rows, None
+    return keyset_page(session, query, limit)
 
 
 def update_run(session: Session, run_id: int, change: RunUpdate) -> Run:
