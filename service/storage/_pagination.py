@@ -16,9 +16,7 @@ class _HasId(Protocol):
 RowT = TypeVar("RowT", bound=_HasId)
 
 
-def keyset_page(
-    session: Session, query: Select[RowT], limit: int
-) -> tuple[list[RowT], int | None]:
+def keyset_page(session: Session, query: Select[RowT], limit: int) -> tuple[list[RowT], int | None]:
     """One page of ``query`` (already filtered and ordered by id), and the id to continue from
     (``None`` on the last page): one row more than the page is fetched to know."""
     rows = list(session.scalars(query.limit(limit + 1)))
