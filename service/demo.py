@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 import httpx
 
-__all__ = ["DemoReport", "RunReport", "add_demo_parser", "run_demo"]
+__all__ = ["DemoReport", "RunReport", "add_demo_parser", "local_service", "run_demo"]
 
 
 @dataclass
@@ -89,7 +89,10 @@ class _Server:
 
 
 @contextmanager
-def _service(database: Path) -> Iterator[str]:
+def local_service(database: Path) -> Iterator[str]:
+    """The service on the SQLite file ``database`` (migrated first) in a daemon thread of this
+    process, on 127.0.0.1 and an ephemeral port; yields its base URL and stops it on exit.
+    The demo and ``examples/tiny_grpo.py --serve`` use it."""
     from prometheus_client import CollectorRegistry
 
     from service.app import create_app
@@ -300,7 +303,7 @@ def run_demo(
         scratch = Path(tempfile.mkdtemp(prefix="sharpwatch-demo-"))
         database = scratch / "demo.db"
     try:
-        with _service(database) as url, httpx.Client(base_url=url, timeout=10.0) as http:
+        with local_service(database) as url, httpx.Client(base_url=url, timeout=10.0) as http:
             printer.say(f"sharpwatch demo: service on {url} (SQLite {database})")
             printer.say("training the toy RLVR experiment (science.md §6) through trainer_hooks")
             watcher = _Watcher(http, printer)
