@@ -33,6 +33,7 @@ stop runs and adjust α.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -585,6 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--noise must be in [0, 1], got {args.noise}")
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.out and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--out draws with matplotlib: pip install matplotlib (or drop --out)")
     # One thread by default: the model is tiny, and the same thread count on every machine keeps
     # the trajectories (and the docs' numbers) the same for the same seeds.
     torch.set_num_threads(args.threads)
