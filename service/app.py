@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
@@ -23,6 +23,7 @@ from service import run_metrics
 from service.auth import TokenCache
 from service.broker import CommandBroker, InProcessBroker, RedisBroker
 from service.db.engine import make_engine, make_session_factory
+from service.deps import reject_unknown_query
 from service.errors import SharpwatchError
 from service.middleware import BodySizeLimit, RequestTiming
 from service.observability import ServiceMetrics
@@ -94,15 +95,12 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     _install_error_handlers(app)
     _document_error_shapes(app)
-    for router in (
-        health.router,
-        metrics.router,
-        runs.router,
-        steps.router,
-        alerts.router,
-        commands.router,
-    ):
-        app.include_router(router)
+    # Probes and scrapers poll health and /metrics with whatever their tool appends; the API
+    # itself refuses query parameters it does not declare.
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    for router in (runs.router, steps.router, alerts.router, commands.router):
+        app.include_router(router, dependencies=[Depends(reject_unknown_query)])
     mount_ui(app)
     return app
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.auth import DEV_PRINCIPAL, Principal, TokenCache, hash_token
 from service.broker import CommandBroker
+from service.errors import InvalidInputError
 from service.observability import ServiceMetrics
 from service.settings import Settings
 from service.storage import tokens as token_store
@@ -40,6 +41,31 @@ def get_broker(request: Request) -> CommandBroker:
 def get_metrics(request: Request) -> ServiceMetrics:
     metrics: ServiceMetrics = request.app.state.metrics
     return metrics
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query(request: Request) -> None:
+    """A query parameter the route does not declare is a 422 naming it (``?limt=5`` is a typo to
+    report, not a filter to drop silently), as unknown body fields are."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _query_names(dependant)
+    for name in request.query_params:
+        if name not in known:
+            expected = ", ".join(sorted(known)) or "none"
+            raise InvalidInputError(
+                f"unknown query parameter {name!r}; this route takes: {expected}", field=name
+            )
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -59,10 +59,14 @@ Slope = Annotated[float, Field(ge=0.0, le=1e6)]
 class RuleSettings(BaseModel):
     """Settings every rule has."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict like every request body (``true`` is not 1); the severity alone is read from its
+    # string value, and storage reads stored settings back with ``strict=False``.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     enabled: bool = Field(True, description="Evaluate this rule. Disabling resolves its alert.")
-    severity: Severity = Field(Severity.WARNING, description="Severity of the alert it opens.")
+    severity: Severity = Field(
+        Severity.WARNING, strict=False, description="Severity of the alert it opens."
+    )
     warmup_steps: int = Field(
         0, ge=0, le=_MAX_STEPS, description="Not evaluated while the newest step < this."
     )
@@ -89,7 +93,9 @@ class TrendSettings(RuleSettings):
 class EntropyFloorSettings(RuleSettings):
     """``entropy_floor``: each of the last ``window`` entropy observations is below ``floor``."""
 
-    severity: Severity = Field(Severity.CRITICAL, description="Severity of the alert it opens.")
+    severity: Severity = Field(
+        Severity.CRITICAL, strict=False, description="Severity of the alert it opens."
+    )
     floor: float = Field(
         0.10,
         gt=0.0,
@@ -138,7 +144,9 @@ class ModelCollapseSettings(RuleSettings):
     """``model_collapse_step``: reward accuracy < ``threshold`` on each of the last ``window``
     observations; the first such step is recorded in the state as the Model Collapse Step."""
 
-    severity: Severity = Field(Severity.CRITICAL, description="Severity of the alert it opens.")
+    severity: Severity = Field(
+        Severity.CRITICAL, strict=False, description="Severity of the alert it opens."
+    )
     window: int = Field(1, ge=1, le=_MAX_WINDOW, description="1 = the definition of §4.")
     threshold: float = Field(
         0.01, gt=0.0, le=1.0, description="Reward-accuracy threshold (science.md §4/§5)."
@@ -202,7 +210,9 @@ class RepetitionCollapseSettings(TrendSettings):
 class NonFiniteSettings(RuleSettings):
     """``non_finite``: the newest step reports any metric as NaN/inf."""
 
-    severity: Severity = Field(Severity.CRITICAL, description="Severity of the alert it opens.")
+    severity: Severity = Field(
+        Severity.CRITICAL, strict=False, description="Severity of the alert it opens."
+    )
     window: int = Field(1, ge=1, le=1, description="Always the newest step.")
     cooldown_steps: int = Field(0, ge=0, le=_MAX_STEPS, description="Steps before reopening.")
 
@@ -210,7 +220,7 @@ class NonFiniteSettings(RuleSettings):
 class DetectorConfig(BaseModel):
     """Per-run detector settings; one field per rule (field name = rule name)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     history_steps: int = Field(
         200,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.detectors.config import MetricName
 from service.detectors.names import RuleName
@@ -15,10 +15,13 @@ __all__ = ["RunPolicy"]
 class RunPolicy(BaseModel):
     """Per-run automatic-action policy. α defaults follow science.md §3/§5 (range [0, 2])."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict like every request body (``true`` is not 1); the rule sets are read from JSON
+    # arrays, and storage reads a stored policy back with ``strict=False``.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     auto_stop_rules: frozenset[RuleName] = Field(
         frozenset({"model_collapse_step", "entropy_floor", "non_finite"}),
+        strict=False,
         description="A firing of any of these rules requests a stop (whatever its severity); "
         "their alerts ignore cooldown. entropy_floor is already 'sustained' (its window).",
     )
@@ -31,10 +34,12 @@ class RunPolicy(BaseModel):
     )
     alpha_raise_on: frozenset[RuleName] = Field(
         frozenset({"zprime_pressure", "entropy_slope", "entropy_floor"}),
+        strict=False,
         description="Raise α while any of these rules fires (over-sharpening or entropy decline).",
     )
     alpha_lower_blocked_by: frozenset[RuleName] = Field(
         frozenset({"signal_starvation", "degenerate_groups"}),
+        strict=False,
         description="Never lower α while any of these fires: a success drop from task difficulty "
         "(starvation) is not a sign that α is too high.",
     )
@@ -54,6 +59,21 @@ class RunPolicy(BaseModel):
         description="Entropy is 'healthy' when its window mean >= entropy floor × this "
         "(default 0.2 nats: seed 002's healthy IAC range 0.20–0.24).",
     )
+
+    @field_validator("auto_stop_rules", "alpha_raise_on", "alpha_lower_blocked_by", mode="before")
+    @classmethod
+    def _no_repeats(cls, value: Any) -> Any:
+        # A set on the wire is a list with uniqueItems (as documented): a repeat is a mistake
+        # to report, not to drop silently.
+        if isinstance(value, list | tuple):
+            seen: set[Any] = set()
+            for item in value:
+                if not isinstance(item, str):
+                    continue  # the type check reports it
+                if item in seen:
+                    raise ValueError(f"{item!r} is listed twice; list each rule once")
+                seen.add(item)
+        return value
 
     @model_validator(mode="after")
     def _bounds(self) -> Self:

@@ -42,7 +42,8 @@ class TriageFlag(StrEnum):
 
 
 class TriageCandidate(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict like every request body (service/schemas/common.py StrictModel): true is not 1.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str = Field(min_length=1, max_length=200, description="Checkpoint name or path.")
     entropy: float = Field(
@@ -54,7 +55,7 @@ class TriageCandidate(BaseModel):
 
 
 class TriageRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     group_size: int = Field(ge=1, le=4096, description="GRPO group size G of the planned run.")
     candidates: list[TriageCandidate] = Field(min_length=1, max_length=1000)

@@ -50,7 +50,7 @@ def list_alerts(
 
 def collapse_summary(session: Session, run_id: int) -> CollapseSummary:
     run = run_store.get(session, run_id)
-    config = DetectorConfig.model_validate(run.detector_config or {})
+    config = DetectorConfig.model_validate(run.detector_config or {}, strict=False)
     open_alerts, _ = list_alerts(session, run_id=run_id, status="open", limit=1000)
     recent = session.scalars(
         select(Step)

@@ -74,8 +74,8 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
     run = session.scalars(select(Run).where(Run.id == run_id).with_for_update()).first()
     if run is None:
         raise NotFoundError(f"run {run_id} does not exist", field="run_id")
-    config = DetectorConfig.model_validate(run.detector_config or {})
-    policy = RunPolicy.model_validate(run.policy or {})
+    config = DetectorConfig.model_validate(run.detector_config or {}, strict=False)
+    policy = RunPolicy.model_validate(run.policy or {}, strict=False)
     state = DetectorState.from_json(run.detector_state)
     ordered = list(
         session.scalars(

@@ -128,21 +128,10 @@ def _send(client: TestClient, case: Any) -> Any:
 )
 def test_api_fuzz(case: Any, fuzz_client: TestClient) -> None:
     response = _send(fuzz_client, case)
-    checks = [not_a_server_error, response_schema_conformance, content_type_conformance]
-    if not _known_lax(case):
-        checks.append(negative_data_rejection)
+    checks = [
+        not_a_server_error,
+        response_schema_conformance,
+        content_type_conformance,
+        negative_data_rejection,
+    ]
     case.validate_response(response, checks=checks)
-
-
-def _known_lax(case: Any) -> bool:
-    """Known gaps, reported to the owners of ``service/detectors`` and kept out of the
-    invalid-input-accepted check until fixed (every other check still runs on these cases):
-    ``TriageRequest`` is not strict (``pass_at_1: false`` is read as 0.0), and ``RunPolicy``'s
-    rule lists are documented ``uniqueItems`` but accept repeats."""
-    operation = f"{case.operation.method.upper()} {case.operation.path}"
-    if operation == "POST /api/v1/triage":
-        return True
-    body = case.body if isinstance(case.body, dict) else {}
-    return operation in ("POST /api/v1/runs", "PATCH /api/v1/runs/{run_id}") and (
-        body.get("policy") is not None or body.get("detectors") is not None
-    )

@@ -181,6 +181,31 @@ CASES: dict[str, Case] = {
     "run: detectors as a string": Case(
         "POST", "/api/v1/runs", body(run_body(detectors="all")), field="detectors"
     ),
+    "run: detectors window true (no bool coercion)": Case(
+        "POST",
+        "/api/v1/runs",
+        body(run_body(detectors={"entropy_floor": {"window": True}})),
+        field="detectors.entropy_floor.window",
+    ),
+    "run: detectors floor '0.1'": Case(
+        "POST",
+        "/api/v1/runs",
+        body(run_body(detectors={"entropy_floor": {"floor": "0.1"}})),
+        field="detectors.entropy_floor.floor",
+    ),
+    "run: policy alpha_cooldown_steps false": Case(
+        "POST",
+        "/api/v1/runs",
+        body(run_body(policy={"alpha_cooldown_steps": False})),
+        field="policy.alpha_cooldown_steps",
+    ),
+    "run: policy rule listed twice": Case(
+        "POST",
+        "/api/v1/runs",
+        body(run_body(policy={"auto_stop_rules": ["entropy_floor", "entropy_floor"]})),
+        field="policy.auto_stop_rules",
+        words="listed twice",
+    ),
     # ---- POST /api/v1/runs/{id}/steps -------------------------------------------------------
     "steps: step true": Case("POST", STEPS, _steps(step=True), field="steps[0].step"),
     "steps: step '7'": Case("POST", STEPS, _steps(step="7"), field="steps[0].step"),
@@ -320,6 +345,9 @@ CASES: dict[str, Case] = {
     "patch: tags as a list": Case("PATCH", RUN_PATH, body({"tags": ["a"]}), field="tags"),
     "patch: rename (unknown field)": Case("PATCH", RUN_PATH, body({"name": "other"}), field="name"),
     "patch: JSON null": Case("PATCH", RUN_PATH, b"null"),
+    "patch: policy auto_alpha 1": Case(
+        "PATCH", RUN_PATH, body({"policy": {"auto_alpha": 1}}), field="policy.auto_alpha"
+    ),
     # ---- POST /api/v1/triage (stores nothing by design; still validated) --------------------
     "triage: NaN entropy": Case(
         "POST",
@@ -378,6 +406,12 @@ CASES: dict[str, Case] = {
     "read: from -1": Case("GET", f"/api/v1/runs/{RUN}/steps?from=-1", field="from"),
     "read: wait NaN": Case("GET", f"/api/v1/runs/{RUN}/commands?wait=nan", field="wait"),
     "read: wait 10^9": Case("GET", f"/api/v1/runs/{RUN}/commands?wait=1e9", field="wait"),
+    "read: misspelt query parameter": Case(
+        "GET", "/api/v1/runs?limt=5", field="limt", words="unknown query parameter 'limt'"
+    ),
+    "read: misspelt query parameter on steps": Case(
+        "GET", f"/api/v1/runs/{RUN}/steps?form=3", field="form", words="takes: from, limit"
+    ),
 }
 
 
@@ -491,16 +525,47 @@ def test_oversized_bodies_are_413_declared_or_streamed(service: Service) -> None
     assert service.snapshot() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TriageRequest (service/detectors/triage.py) is not strict yet: true → group_size 1",
-)
-def test_triage_refuses_bool_for_int(service: Service) -> None:
-    response = service.client.post(
-        "/api/v1/triage",
-        json={"group_size": True, "candidates": [{"name": "a", "entropy": 1, "pass_at_1": 0.1}]},
+def test_declared_query_parameters_and_lists_as_sets_still_pass(service: Service) -> None:
+    runs = service.client.get("/api/v1/runs", params={"limit": 5, "project": "default"})
+    assert runs.status_code == 200, runs.text
+    steps = service.client.get(
+        f"/api/v1/runs/{service.run_id}/steps", params={"from": 0, "metrics": "entropy"}
     )
-    assert response.status_code == 422
+    assert steps.status_code == 200, steps.text
+    created = service.client.post(
+        "/api/v1/runs",
+        json=run_body(
+            "lists-as-sets",
+            policy={"auto_stop_rules": ["entropy_floor"], "alpha_min": 0},
+            detectors={"entropy_floor": {"severity": "warning", "floor": 1}},
+        ),
+    )
+    assert created.status_code == 201, created.text
+    stored = service.client.get(f"/api/v1/runs/{created.json()['id']}").json()
+    assert stored["policy"]["auto_stop_rules"] == ["entropy_floor"]
+    assert stored["detectors"]["entropy_floor"]["floor"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"group_size": True}, "group_size"),
+        ({"group_size": "8"}, "group_size"),
+        ({"group_size": 8.0}, "group_size"),
+        ({"candidates": [{"name": "a", "entropy": 1, "pass_at_1": False}]}, "pass_at_1"),
+        ({"candidates": [{"name": "a", "entropy": "1", "pass_at_1": 0.1}]}, "entropy"),
+        ({"candidates": [{"name": 7, "entropy": 1, "pass_at_1": 0.1}]}, "name"),
+    ],
+)
+def test_triage_refuses_wrong_json_types(
+    service: Service, body: dict[str, object], field: str
+) -> None:
+    good = {"group_size": 8, "candidates": [{"name": "a", "entropy": 1, "pass_at_1": 0.1}]}
+    response = service.client.post("/api/v1/triage", json=good | body)
+    assert response.status_code == 422, response.text
+    assert field in response.text
+    # An integer stays a valid float, as in every other request body.
+    assert service.client.post("/api/v1/triage", json=good).status_code == 200
 
 
 SQL_LOOKING = [
