@@ -299,7 +299,8 @@ def grpo(
                 log(
                     f"{name:>9} step {step:4d} entropy {curves.entropy[-1]:.3f} "
                     f"success {curves.success_rate[-1]:.2f} "
-                    f"distinct-correct {curves.distinct_correct[-1]:.2f} α {result.alpha:g}"
+                    f"distinct-correct {curves.distinct_correct[-1]:.2f} "
+                    + (f"α {result.alpha:g}" if cfg.iac else "IAC off")
                 )
             if run.should_stop:
                 curves.stopped_at = step
@@ -319,7 +320,7 @@ def read_back(url: str, curves: Curves, token: str | None = None) -> Curves:
     with httpx.Client(base_url=url, headers=headers, timeout=30.0) as http:
         body = http.get(
             f"/api/v1/runs/{curves.run_id}/steps",
-            params={"metrics": "entropy,success_rate,distinct_correct,alpha", "limit": 10000},
+            params={"metrics": "entropy,success_rate,distinct_correct", "limit": 10000},
         )
         body.raise_for_status()
         steps = body.json()["steps"]

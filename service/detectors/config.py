@@ -80,6 +80,14 @@ class RuleSettings(BaseModel):
         description="After a resolve at step s the rule may reopen only at step >= s + this "
         "(ignored for rules in the policy's auto_stop_rules).",
     )
+    resolve_after: int = Field(
+        1,
+        ge=1,
+        le=_MAX_WINDOW,
+        description="Clear evaluations in a row before an open alert resolves (1: at the first). "
+        "Raise it for a rule that flaps near its threshold; disabling the rule still resolves "
+        "at once.",
+    )
 
 
 class TrendSettings(RuleSettings):

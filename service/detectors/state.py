@@ -8,6 +8,8 @@ Shape of :meth:`DetectorState.to_json` (version 1)::
       "peak": {"metric": "gt_reward", "value": 0.61, "step": 380},   # or null
       "model_collapse_step": null,           # first step reward accuracy < threshold, once found
       "last_resolved": {"entropy_slope": 300},   # rule -> step its last alert resolved (cooldown)
+      "clear_streak": {"entropy_floor": 2},  # open alert -> clear evaluations in a row so far
+                                             # (resolve_after); absent in older documents
       "alpha_last_adjust_step": 350          # or null; α-controller cooldown
     }
 """
@@ -44,6 +46,7 @@ class DetectorState:
     model_collapse_step: int | None = None
     last_resolved: Mapping[str, int] = field(default_factory=dict)
     alpha_last_adjust_step: int | None = None
+    clear_streak: Mapping[str, int] = field(default_factory=dict)
 
     def with_resolved(self, resolved: Mapping[str, int]) -> DetectorState:
         """A copy with ``resolved`` (rule -> step) merged into ``last_resolved``."""
@@ -52,6 +55,13 @@ class DetectorState:
         merged = dict(self.last_resolved)
         merged.update(resolved)
         return replace(self, last_resolved=merged)
+
+    def with_clear_streaks(self, streaks: Mapping[str, int]) -> DetectorState:
+        """A copy whose ``clear_streak`` is ``streaks`` (rules with a streak of 0 dropped)."""
+        kept = {rule: n for rule, n in streaks.items() if n > 0}
+        if kept == dict(self.clear_streak):
+            return self
+        return replace(self, clear_streak=kept)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (see the module docstring)."""
@@ -64,6 +74,7 @@ class DetectorState:
             "model_collapse_step": self.model_collapse_step,
             "last_resolved": {k: self.last_resolved[k] for k in sorted(self.last_resolved)},
             "alpha_last_adjust_step": self.alpha_last_adjust_step,
+            "clear_streak": {k: self.clear_streak[k] for k in sorted(self.clear_streak)},
         }
 
     @classmethod
@@ -94,13 +105,9 @@ class DetectorState:
         resolved_raw = data.get("last_resolved")
         if resolved_raw is None:
             resolved_raw = {}
-        if not isinstance(resolved_raw, Mapping):
-            raise ValueError("last_resolved must be an object")
-        resolved = {
-            str(k): _int(v, f"last_resolved.{k}")
-            for k, v in resolved_raw.items()
-            if k in RULE_NAMES
-        }
+        resolved = _rule_ints(resolved_raw, "last_resolved")
+        streak_raw = data.get("clear_streak")
+        streaks = _rule_ints({} if streak_raw is None else streak_raw, "clear_streak")
         return cls(
             last_step=_opt_int(data.get("last_step"), "last_step"),
             peak=peak,
@@ -109,7 +116,15 @@ class DetectorState:
             alpha_last_adjust_step=_opt_int(
                 data.get("alpha_last_adjust_step"), "alpha_last_adjust_step"
             ),
+            clear_streak=streaks,
         )
+
+
+def _rule_ints(raw: Any, name: str) -> dict[str, int]:
+    """rule -> integer; unknown rule names are dropped (see :meth:`DetectorState.from_json`)."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{name} must be an object")
+    return {str(k): _int(v, f"{name}.{k}") for k, v in raw.items() if k in RULE_NAMES}
 
 
 def _int(value: Any, name: str) -> int:

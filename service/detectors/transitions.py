@@ -3,10 +3,12 @@ open, update or resolve — at most one open alert per rule — and whether the 
 
 Per rule (in ``RULE_NAMES`` order): FIRING with an open alert → ``update``; FIRING without one →
 ``open``, unless the rule resolved less than ``cooldown_steps`` ago (then it is listed in
-``suppressed``; rules in ``policy.auto_stop_rules`` are never suppressed); CLEAR or DISABLED with an
-open alert → ``resolve`` (recorded in ``state.last_resolved`` for the cooldown); NOT_EVALUABLE →
-nothing (an open alert stays as it is until there is new evidence). A skipped evaluation (stale
-step) produces no actions.
+``suppressed``; rules in ``policy.auto_stop_rules`` are never suppressed); CLEAR with an open alert
+→ ``resolve`` once the rule has been clear on ``resolve_after`` evaluations in a row (counted in
+``state.clear_streak``; a firing resets the count), DISABLED with an open alert → ``resolve`` at
+once (both recorded in ``state.last_resolved`` for the cooldown); NOT_EVALUABLE → nothing (an open
+alert stays as it is until there is new evidence). A skipped evaluation (stale step) produces no
+actions.
 """
 
 from __future__ import annotations
@@ -97,12 +99,14 @@ def compute_transitions(
     suppressed: list[str] = []
     stop_rules: list[str] = []
     resolved: dict[str, int] = {}
+    streaks = dict(state.clear_streak)
     after = dict(open_alerts)
     for rule in RULE_NAMES:
         result = evaluation.result(rule)
         current = open_alerts.get(rule)
         firing = result.firing
         if result.status is RuleStatus.FIRING and firing is not None:
+            streaks.pop(rule, None)
             auto_stop = rule in policy.auto_stop_rules
             if auto_stop:
                 stop_rules.append(rule)
@@ -140,6 +144,11 @@ def compute_transitions(
             )
             after[rule] = OpenAlert(rule, step, step, firing.severity)
         elif current is not None and result.status in (RuleStatus.CLEAR, RuleStatus.DISABLED):
+            if result.status is RuleStatus.CLEAR:
+                streaks[rule] = streaks.get(rule, 0) + 1
+                if streaks[rule] < config.rule(rule).resolve_after:
+                    continue  # held open: not yet clear for long enough
+            streaks.pop(rule, None)
             actions.append(
                 AlertAction(
                     ActionKind.RESOLVE,
@@ -152,6 +161,8 @@ def compute_transitions(
             )
             resolved[rule] = step
             del after[rule]
+    for rule in [r for r in streaks if r not in after]:
+        del streaks[rule]  # a streak only counts towards resolving an open alert
     return Transitions(
         step=step,
         actions=tuple(actions),
@@ -159,5 +170,5 @@ def compute_transitions(
         stop=bool(stop_rules),
         stop_rules=tuple(stop_rules),
         open_alerts=after,
-        state=state.with_resolved(resolved),
+        state=state.with_resolved(resolved).with_clear_streaks(streaks),
     )

@@ -157,6 +157,27 @@ def test_per_run_detector_settings_apply(client: TestClient) -> None:
     assert bad.json()["errors"][0]["field"].startswith("detectors.entropy_floor.floor")
 
 
+def test_resolve_after_holds_a_flapping_alert_across_batches(client: TestClient) -> None:
+    # Below the floor from 10, clear at 16 and 20-21 (flapping), clear for good from 26; posted
+    # in batches of 3, so the clear streak has to survive in the stored detector state.
+    detectors = {"entropy_floor": {"window": 1, "cooldown_steps": 0, "resolve_after": 3}}
+    policy = {"auto_stop_rules": []}
+    body = run_body("flappy", group_size=8, detectors=detectors, policy=policy)
+    run_id = client.post("/api/v1/runs", json=body).json()["id"]
+
+    def entropy(s: int) -> float:
+        return 0.5 if s < 10 or s in (16, 20, 21) or s >= 26 else 0.05
+
+    trace = [{"step": s, "metrics": {"entropy": entropy(s)}} for s in range(32)]
+    _post_trace(client, run_id, trace, batch=3)
+    alerts = client.get(f"/api/v1/runs/{run_id}/alerts", params={"rule": "entropy_floor"}).json()
+    assert [(a["first_step"], a["resolved_step"]) for a in alerts["items"]] == [(10, 28)]
+    assert (
+        client.get(f"/api/v1/runs/{run_id}").json()["detectors"]["entropy_floor"]["resolve_after"]
+        == 3
+    )
+
+
 def test_triage_ranks_by_entropy(client: TestClient) -> None:
     body = {
         "group_size": 8,

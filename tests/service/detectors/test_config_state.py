@@ -128,6 +128,7 @@ def test_state_json_round_trip_and_validation() -> None:
         model_collapse_step=11,
         last_resolved={"entropy_slope": 5},
         alpha_last_adjust_step=3,
+        clear_streak={"entropy_floor": 2},
     )
     doc = json.loads(json.dumps(s.to_json()))
     assert doc == {
@@ -137,8 +138,11 @@ def test_state_json_round_trip_and_validation() -> None:
         "model_collapse_step": 11,
         "last_resolved": {"entropy_slope": 5},
         "alpha_last_adjust_step": 3,
+        "clear_streak": {"entropy_floor": 2},
     }
     assert DetectorState.from_json(doc) == s
+    older = {k: v for k, v in doc.items() if k != "clear_streak"}  # written before resolve_after
+    assert DetectorState.from_json(older).clear_streak == {}
     assert DetectorState.from_json(None) == DetectorState()
     assert DetectorState.from_json({"last_resolved": {"gone_rule": 3}}).last_resolved == {}
     for bad, match in (
@@ -150,6 +154,8 @@ def test_state_json_round_trip_and_validation() -> None:
         ({"peak": 3}, "peak"),
         ({"last_resolved": []}, "last_resolved"),
         ({"last_resolved": {"entropy_floor": "3"}}, "last_resolved.entropy_floor"),
+        ({"clear_streak": [1]}, "clear_streak"),
+        ({"clear_streak": {"entropy_floor": 1.5}}, "clear_streak.entropy_floor"),
     ):
         with pytest.raises(ValueError, match=match):
             DetectorState.from_json(bad)

@@ -58,6 +58,50 @@ def test_cooldown_suppresses_reopen_then_allows_it() -> None:
     assert kinds(floor0)[2] == ("open", "entropy_floor", 21)
 
 
+def test_resolve_after_holds_a_flapping_alert_open() -> None:
+    # With a 1-step window the floor rule follows the entropy: below the floor from 10, clear at
+    # 16 and at 20-21 (flapping), clear for good from 26.
+    def entropy(s: int) -> float:
+        return 0.5 if s < 10 or s in (16, 20, 21) or s >= 26 else 0.05
+
+    trace = build(40, {"entropy": entropy})
+    policy = RunPolicy(auto_stop_rules=frozenset())
+
+    def lifecycle(settings: dict[str, int]) -> list[tuple[str, int, int]]:
+        config = DetectorConfig.model_validate({"entropy_floor": {"window": 1} | settings})
+        floor = [a for a in replay(trace, config, policy) if a.rule == "entropy_floor"]
+        return [(a.kind.value, a.step, a.first_step) for a in floor if a.kind != ActionKind.UPDATE]
+
+    assert lifecycle({"cooldown_steps": 0}) == [
+        ("open", 10, 10),
+        ("resolve", 16, 10),
+        ("open", 17, 17),
+        ("resolve", 20, 17),
+        ("open", 22, 22),
+        ("resolve", 26, 22),
+    ]
+    assert lifecycle({"cooldown_steps": 0, "resolve_after": 3}) == [
+        ("open", 10, 10),
+        ("resolve", 28, 10),  # clear at 26, 27, 28: the third clear evaluation in a row
+    ]
+
+
+def test_clear_streak_is_kept_in_state_and_reset_by_a_firing() -> None:
+    config = DetectorConfig.model_validate({"entropy_floor": {"resolve_after": 2}})
+    policy = RunPolicy(auto_stop_rules=frozenset())
+    alert = {"entropy_floor": OpenAlert("entropy_floor", 4, 9, Severity.CRITICAL)}
+    clear = compute_transitions(config, policy, _eval_at(12, 0.5, DetectorState()), alert)
+    assert [a.kind for a in clear.actions if a.rule == "entropy_floor"] == []
+    assert clear.state.clear_streak == {"entropy_floor": 1}
+    assert "entropy_floor" in clear.open_alerts
+    fired = compute_transitions(config, policy, _eval_at(13, 0.05, clear.state), alert)
+    assert fired.state.clear_streak == {}
+    resolved = compute_transitions(config, policy, _eval_at(13, 0.5, clear.state), alert)
+    assert [a.kind for a in resolved.actions if a.rule == "entropy_floor"] == [ActionKind.RESOLVE]
+    assert resolved.state.clear_streak == {}
+    assert "entropy_floor" not in resolved.open_alerts
+
+
 def _eval_at(trace_len: int, entropy: float, state: DetectorState) -> Evaluation:
     records = [StepRecord.from_mapping(r) for r in build(trace_len, {"entropy": lambda s: entropy})]
     return evaluate(DetectorConfig(), 8, records, state)
