@@ -267,10 +267,13 @@ def grpo(
             logits = model(seq[:, :-1])[:, PROMPT_LEN - 1 :].float()  # [B*G, 3, V]
             keys = [f"{int(r[0])}{int(r[1])}{int(r[2])}" for r in responses.tolist()]
             correct = rewards.view(-1).tolist()
-            distinct = [
-                len({keys[i * g + j] for j in range(g) if correct[i * g + j] > 0.5})
-                for i in range(b)
-            ]
+            distinct = (
+                sum(
+                    len({keys[i * g + j] for j in range(g) if correct[i * g + j] > 0.5})
+                    for i in range(b)
+                )
+                / b
+            )  # distinct correct answers per prompt
             result = run.step(
                 StepInputs(
                     rewards=rewards,
@@ -279,7 +282,7 @@ def grpo(
                     mask=torch.ones(b, g, RESPONSE_LEN, device=cfg.device),
                     answer_keys=keys,
                     query_ids=query_ids(targets.tolist()),
-                    extra={"distinct_correct": sum(distinct) / b},
+                    extra={"distinct_correct": distinct},
                 )
             )
             used = result.advantages
@@ -294,7 +297,7 @@ def grpo(
             curves.entropy.append(float(m["entropy"] or 0.0))
             curves.success_rate.append(float(m["success_rate"] or 0.0))
             curves.alpha.append(result.alpha)
-            curves.distinct_correct.append(sum(distinct) / b)
+            curves.distinct_correct.append(distinct)
             if step % 25 == 0 or step == cfg.steps - 1:
                 log(
                     f"{name:>9} step {step:4d} entropy {curves.entropy[-1]:.3f} "

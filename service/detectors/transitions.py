@@ -148,7 +148,6 @@ def compute_transitions(
                 streaks[rule] = streaks.get(rule, 0) + 1
                 if streaks[rule] < config.rule(rule).resolve_after:
                     continue  # held open: not yet clear for long enough
-            streaks.pop(rule, None)
             actions.append(
                 AlertAction(
                     ActionKind.RESOLVE,
@@ -161,8 +160,6 @@ def compute_transitions(
             )
             resolved[rule] = step
             del after[rule]
-    for rule in [r for r in streaks if r not in after]:
-        del streaks[rule]  # a streak only counts towards resolving an open alert
     return Transitions(
         step=step,
         actions=tuple(actions),
@@ -170,5 +167,8 @@ def compute_transitions(
         stop=bool(stop_rules),
         stop_rules=tuple(stop_rules),
         open_alerts=after,
-        state=state.with_resolved(resolved).with_clear_streaks(streaks),
+        # A streak only counts towards resolving an alert that is still open.
+        state=state.with_resolved(resolved).with_clear_streaks(
+            {rule: n for rule, n in streaks.items() if rule in after}
+        ),
     )
