@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.errors import ConfigurationError, SharpwatchError
+from service.preflight import one_line
 from service.settings import Settings
 
 Handler = Callable[[argparse.Namespace], int]
@@ -19,10 +20,12 @@ Handler = Callable[[argparse.Namespace], int]
 def _settings(overrides: dict[str, object]) -> Settings:
     """Settings from the environment with command-line overrides, exported back to the
     environment so uvicorn's worker processes build the same ones."""
+    from service.preflight import load_settings
+
     for name, value in overrides.items():
         if value is not None:
             os.environ[f"SHARPWATCH_{name.upper()}"] = str(value)
-    return Settings()
+    return load_settings()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -31,17 +34,21 @@ def _serve(args: argparse.Namespace) -> int:
     from service.db.engine import make_engine
     from service.db.migrate import upgrade
     from service.logging_setup import configure_logging
+    from service.preflight import bind_socket, check_database, check_redis
 
     settings = _settings(
         {"host": args.host, "port": args.port, "workers": args.workers, "log_level": args.log_level}
     )
     configure_logging(settings.log_level)
+    check_database(settings)
+    check_redis(settings)
     if settings.migrate_on_start:
         engine = make_engine(settings.database_url)
         try:
             upgrade(engine)
         finally:
             engine.dispose()
+    sock = bind_socket(settings)
     print(
         f"sharpwatch serving on http://{settings.host}:{settings.port} "
         f"(database {settings.database_url}, "
@@ -52,8 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         "service.app:create_app",
         factory=True,
-        host=settings.host,
-        port=settings.port,
+        fd=sock.fileno(),  # bound above, so "serving" is never printed for a port in use
         workers=settings.workers,
         log_config=None,
         access_log=settings.log_level in ("debug", "info"),
@@ -192,7 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="db_command", required=True
     )
     up = db.add_parser("upgrade", help="apply migrations up to a revision (default head)")
-    up.add_argument("revision", nargs="?", default="head")
+    up.add_argument(
+        "revision",
+        nargs="?",
+        default="head",
+        help="Alembic revision to upgrade to, e.g. 0004 (default: head, the newest)",
+    )
     up.set_defaults(handler=_db_upgrade)
     db.add_parser("current", help="show the current and head revisions").set_defaults(
         handler=_db_current
@@ -202,7 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="tokens_command", required=True
     )
     create = tokens.add_parser("create", help="create a token and print it once")
-    create.add_argument("--kind", choices=["operator", "read", "ingest"], default="operator")
+    create.add_argument(
+        "--kind",
+        choices=["operator", "read", "ingest"],
+        default="operator",
+        help="operator: read and command every run; read: read only; ingest: write one run's "
+        "steps (needs --run). Default operator",
+    )
     create.add_argument("--name", required=True, help="who or what uses it")
     create.add_argument("--run", type=int, help="run id (ingest tokens only)")
     create.set_defaults(handler=_tokens_create)
@@ -210,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--all", action="store_true", help="include revoked tokens")
     listing.set_defaults(handler=_tokens_list)
     revoke = tokens.add_parser("revoke", help="revoke a token by id")
-    revoke.add_argument("token_id", type=int)
+    revoke.add_argument("token_id", type=int, help="the token's id, as `tokens list` shows it")
     revoke.set_defaults(handler=_tokens_revoke)
 
     config = commands.add_parser("config", help="show the effective settings")
@@ -230,8 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (ConfigurationError, ValidationError) as exc:
-        print(f"sharpwatch: configuration error: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        print(f"sharpwatch: configuration error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except ConfigurationError as exc:
+        print(f"sharpwatch: {one_line(exc.message)}", file=sys.stderr)
         return 2
     except SharpwatchError as exc:
         print(f"sharpwatch: {exc.message}", file=sys.stderr)

@@ -209,7 +209,11 @@ def add_dashboards_parser(subparsers: Any) -> None:
     push_parser.add_argument(
         "--postgres-host", default="postgres:5432", help="host:port Grafana reaches PostgreSQL at"
     )
-    push_parser.add_argument("--postgres-database", default="sharpwatch")
+    push_parser.add_argument(
+        "--postgres-database",
+        default="sharpwatch",
+        help="database Grafana reads (default sharpwatch)",
+    )
     push_parser.add_argument(
         "--postgres-user", default="grafana_reader", help="a read-only role is enough"
     )

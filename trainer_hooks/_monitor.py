@@ -36,6 +36,10 @@ from trainer_hooks._zprime import assign_modes, log_zprime
 
 __all__ = ["Monitor"]
 
+DEFAULT_REFERENCE_BETA = 0.04
+"""β used for Z'(q) when the run trains without KL (kl_beta == 0) and gives no ``reference_beta``:
+the KL coefficient of the GRPO recipe (DeepSeekMath, TRL's former default); docs/science.md §2."""
+
 logger = logging.getLogger("trainer_hooks")
 
 
@@ -86,9 +90,10 @@ class Monitor:
 
     Settings (all validated here; the bad one is named): ``group_size`` G (nominal, for p*(G));
     ``kl_beta`` (the run's KL coefficient β, may be 0); ``reference_beta`` (β for Z'(q) when
-    ``kl_beta == 0``, required then; science.md §2 Decision); ``success_threshold`` (reward >= it
-    is a success; default 0.5); ``alpha`` (IAC α, default 1.0) and ``iac`` (apply IAC to the
-    returned advantages); ``mu`` (DLC μ the loop samples with, reported as a metric);
+    ``kl_beta == 0``; default ``DEFAULT_REFERENCE_BETA`` = 0.04, science.md §2 Decision);
+    ``success_threshold`` (reward >= it is a success; default 0.5); ``alpha`` (IAC α, default
+    1.0) and ``iac`` (apply IAC to the returned advantages); ``mu`` (DLC μ the loop samples
+    with, reported as a metric);
     ``entropy_chunk_size``; ``probe_every`` (the loop evaluates the held-out probe when
     :meth:`probe_due`); ``collapse_threshold`` (Model Collapse Step threshold, default 0.01);
     ``repetition_n`` (n-gram size); ``sender`` (a :class:`StepSender`); ``on_stop`` (called with the
@@ -117,10 +122,8 @@ class Monitor:
         if reference_beta is not None:
             reference_beta = _positive_number("reference_beta", reference_beta)
         if self.kl_beta == 0.0 and reference_beta is None:
-            raise ConfigurationError(
-                "reference_beta must be given (> 0) when kl_beta == 0: Z'(q) needs a β "
-                "(science.md §2 Decision)"
-            )
+            # KL-free runs (DAPO, most GRPO recipes) still need a β for Z'(q): docs/science.md §2.
+            reference_beta = DEFAULT_REFERENCE_BETA
         self.reference_beta = reference_beta
         if isinstance(success_threshold, bool) or not isinstance(success_threshold, int | float):
             raise ConfigurationError(

@@ -51,12 +51,17 @@ class RedisBroker:
             return False
 
     async def _receive(self) -> None:
+        """Hold the subscription. A lost Redis is logged once with its cause, then only at
+        doubling intervals while it stays down (backoff up to 30 s), and once when it is back."""
         backoff = 0.1
+        failures = 0
         while True:
             try:
                 async with self._client.pubsub() as pubsub:
                     await pubsub.psubscribe(f"{CHANNEL_PREFIX}*")
-                    backoff = 0.1
+                    if failures:
+                        log.warning("redis subscription restored", extra={"failures": failures})
+                    backoff, failures = 0.1, 0
                     async for message in pubsub.listen():
                         if message.get("type") != "pmessage":
                             continue
@@ -68,6 +73,16 @@ class RedisBroker:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("redis subscription lost; retrying", extra={"error": str(exc)})
+                failures += 1
+                if failures & (failures - 1) == 0:  # 1st, 2nd, 4th, 8th, ... failure
+                    log.warning(
+                        "redis subscription lost; long-polls fall back to the database until "
+                        "it is back",
+                        extra={
+                            "cause": f"{type(exc).__name__}: {exc}",
+                            "failures": failures,
+                            "retry_in_s": backoff,
+                        },
+                    )
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, 30.0)

@@ -51,3 +51,22 @@ def test_listener_times_out_without_publish() -> None:
             return await listener.wait(0.05)
 
     assert asyncio.run(scenario()) is False
+
+
+def test_unreachable_redis_is_logged_once_with_its_cause_then_with_backoff(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Redis that is down is reported with its cause, and not once per retry (the old loop
+    logged "redis subscription lost; retrying" ~14 times in 12 s with no cause)."""
+
+    async def scenario() -> None:
+        broker = RedisBroker("redis://127.0.0.1:1/0")  # nothing listens on port 1
+        await broker.start()
+        await asyncio.sleep(4.0)
+        await broker.close()
+
+    with caplog.at_level("WARNING", logger="service.broker.redis"):
+        asyncio.run(scenario())
+    lost = [r for r in caplog.records if "redis subscription lost" in r.getMessage()]
+    assert 1 <= len(lost) <= 3, [r.__dict__.get("failures") for r in lost]
+    assert "Connection" in lost[0].__dict__["cause"]

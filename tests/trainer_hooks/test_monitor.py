@@ -218,7 +218,6 @@ def test_flat_variable_groups() -> None:
     [
         ({"group_size": 0, "kl_beta": 0.1}, "group_size"),
         ({"group_size": 8, "kl_beta": -1.0}, "kl_beta"),
-        ({"group_size": 8, "kl_beta": 0.0}, "reference_beta"),
         ({"group_size": 8, "kl_beta": 0.0, "reference_beta": 0.0}, "reference_beta"),
         ({"group_size": 8, "kl_beta": 0.1, "alpha": -1.0}, "alpha"),
         ({"group_size": 8, "kl_beta": 0.1, "mu": float("nan")}, "mu"),

@@ -111,3 +111,18 @@ def test_offline_watch_computes_without_a_service() -> None:
     assert result.advantages is not None
     assert result.metrics["success_rate"] is not None
     assert run.client is None
+
+
+def test_watch_with_its_documented_defaults_streams_zprime(server: ServerThread) -> None:
+    """``watch(url, name=..., group_size=8)`` (kl_beta = 0, no reference_beta) works: the run
+    records the default reference β and Z'(q) is computed with it."""
+    with watch(server.url, name="defaults", group_size=G, poll_wait=5) as run:
+        result = run.step(_inputs(0))
+        assert run.client is not None
+        assert run.client.flush(timeout=10)
+        assert run.run is not None
+        run_id = run.run.id
+    assert run.monitor.zprime_beta == 0.04
+    assert result.metrics["log_zprime_mean"] is not None
+    stored = httpx.get(f"{server.url}/api/v1/runs/{run_id}").json()
+    assert stored["config"]["reference_beta"] == 0.04
