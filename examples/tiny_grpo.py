@@ -326,7 +326,7 @@ def read_back(url: str, curves: Curves, token: str | None = None) -> Curves:
             params={"metrics": "entropy,success_rate,distinct_correct", "limit": 10000},
         )
         body.raise_for_status()
-        steps = body.json()["steps"]
+        steps = body.json()["items"]
         alerts = http.get(f"/api/v1/runs/{curves.run_id}/alerts", params={"rule": "entropy_floor"})
         alerts.raise_for_status()
     if [s["step"] for s in steps] != list(range(len(curves.entropy))):

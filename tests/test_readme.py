@@ -40,6 +40,6 @@ def test_readme_loop_example_runs(sqlite_server: ServerThread) -> None:
     assert [(r["name"], r["last_step"], r["status"]) for r in runs] == [
         ("grpo-math", 5, "finished")
     ]
-    steps = httpx.get(f"{url}/api/v1/runs/{runs[0]['id']}/steps").json()["steps"]
+    steps = httpx.get(f"{url}/api/v1/runs/{runs[0]['id']}/steps").json()["items"]
     assert all(s["metrics"]["log_zprime_mean"] is not None for s in steps)
     assert len(updates) == 6

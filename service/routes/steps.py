@@ -106,10 +106,19 @@ def step_series(
         Query(max_length=4096, description="Comma-separated metric names; default all."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=10,
+            pattern=r"^\d{1,10}$",
+            description="`next_cursor` of the previous page (the paging shape of every listing).",
+        ),
+    ] = None,
 ) -> StepSeries:
     run_store.get(session, run_id)
     names = _metric_list(metrics)
-    return step_store.series(session, run_id, start=from_, stop=to, metrics=names, limit=limit)
+    start = from_ if cursor is None else max(from_ or 0, int(cursor))
+    return step_store.series(session, run_id, start=start, stop=to, metrics=names, limit=limit)
 
 
 @router.get("/steps/{step}", summary="One step with its per-query rows")

@@ -20,6 +20,7 @@ from service.schemas.common import (
     MAX_INT32,
     FiniteFloat,
     MetricName,
+    Page,
     StrictModel,
     UtcDateTime,
 )
@@ -147,12 +148,11 @@ class StepOut(BaseModel):
     n_queries: int
 
 
-class StepSeries(BaseModel):
+class StepSeries(Page[StepOut]):
+    """A page of a run's steps in step order, in the paging shape of every listing (`items`,
+    `next_cursor`); the cursor is the next step number."""
+
     run_id: int
-    steps: list[StepOut]
-    next_from: int | None = Field(
-        description="Pass as `from` to continue; null when the range is exhausted."
-    )
 
 
 class QueryOut(BaseModel):

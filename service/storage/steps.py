@@ -216,11 +216,11 @@ def series(
     if stop is not None:
         query = query.where(Step.step <= stop)
     rows = session.scalars(query).all()
-    next_from = rows[limit].step if len(rows) > limit else None
+    next_step = rows[limit].step if len(rows) > limit else None
     return StepSeries(
         run_id=run_id,
-        steps=[_step_out(step, metrics) for step in rows[:limit]],
-        next_from=next_from,
+        items=[_step_out(step, metrics) for step in rows[:limit]],
+        next_cursor=None if next_step is None else str(next_step),
     )
 
 

@@ -620,11 +620,11 @@ class RunView {
   async loadSteps() {
     const metrics = CHART_METRICS.join(",");
     for (let page = 0; page < MAX_STEP_PAGES_PER_TICK; page += 1) {
-      const data = await api(`/runs/${this.id}/steps?from=${this.nextFrom}&limit=${STEP_PAGE}&metrics=${metrics}`);
-      for (const record of data.steps) this.steps.set(record.step, record.metrics);
-      if (data.steps.length) this.nextFrom = Math.max(this.nextFrom, data.steps[data.steps.length - 1].step + 1);
-      if (data.next_from === null || data.next_from === undefined) break;
-      this.nextFrom = Math.max(this.nextFrom, data.next_from);
+      const data = await api(`/runs/${this.id}/steps?cursor=${this.nextFrom}&limit=${STEP_PAGE}&metrics=${metrics}`);
+      for (const record of data.items) this.steps.set(record.step, record.metrics);
+      if (data.items.length) this.nextFrom = Math.max(this.nextFrom, data.items[data.items.length - 1].step + 1);
+      if (data.next_cursor === null || data.next_cursor === undefined) break;
+      this.nextFrom = Math.max(this.nextFrom, Number(data.next_cursor));
     }
   }
 

@@ -65,7 +65,7 @@ def test_tiny_grpo_baseline_and_iac_stream_to_the_service(sqlite_server: ServerT
         for name, curves in (("baseline", base), ("iac", iac)):
             run_id = runs[f"tiny-grpo-{name}-seed0"]["id"]
             assert run_id == curves.run_id
-            steps = http.get(f"/api/v1/runs/{run_id}/steps").json()["steps"]
+            steps = http.get(f"/api/v1/runs/{run_id}/steps").json()["items"]
             assert [s["step"] for s in steps] == list(range(STEPS))
             assert [s["metrics"]["entropy"] for s in steps] == pytest.approx(curves.entropy)
             assert [s["metrics"]["distinct_correct"] for s in steps] == pytest.approx(

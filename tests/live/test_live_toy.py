@@ -58,7 +58,7 @@ def _check_collapsing_run_stopped(url: str) -> None:
     assert stop["issued_step"] <= stop["applied_step"] <= ran
     rules = {a["rule"] for a in _get(url, f"/runs/{run_id}/alerts")["items"]}
     assert "entropy_floor" in rules
-    stored = _get(url, f"/runs/{run_id}/steps", limit=10000)["steps"]
+    stored = _get(url, f"/runs/{run_id}/steps", limit=10000)["items"]
     assert [s["step"] for s in stored] == list(range(ran))  # every step, exactly once
 
 
@@ -71,7 +71,7 @@ def _check_calibrated_run_gets_alpha(url: str) -> None:
     assert first["applied_step"] > first["issued_step"]  # from the next step on, never the same
     stored = {
         s["step"]: s["metrics"]["alpha"]
-        for s in _get(url, f"/runs/{run_id}/steps", metrics="alpha", limit=10000)["steps"]
+        for s in _get(url, f"/runs/{run_id}/steps", metrics="alpha", limit=10000)["items"]
     }
     assert stored[first["applied_step"] - 1] == CALIBRATED.alpha
     assert stored[first["applied_step"]] == pytest.approx(first["alpha"])

@@ -273,6 +273,6 @@ def stored_steps(url: str, run_id: int) -> list[dict[str, Any]]:
             params={"from": start, "limit": 10000, "metrics": "entropy"},
             timeout=60,
         ).json()
-        steps.extend(page["steps"])
-        start = page["next_from"]
+        steps.extend(page["items"])
+        start = None if page["next_cursor"] is None else int(page["next_cursor"])
     return steps

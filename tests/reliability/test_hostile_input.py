@@ -410,7 +410,7 @@ CASES: dict[str, Case] = {
         "GET", "/api/v1/runs?limt=5", field="limt", words="unknown query parameter 'limt'"
     ),
     "read: misspelt query parameter on steps": Case(
-        "GET", f"/api/v1/runs/{RUN}/steps?form=3", field="form", words="takes: from, limit"
+        "GET", f"/api/v1/runs/{RUN}/steps?form=3", field="form", words="takes: cursor, from, limit"
     ),
 }
 
@@ -608,7 +608,7 @@ def test_sql_looking_strings_are_stored_verbatim_never_executed(
     commands = client.get(f"/api/v1/runs/{run_id}/commands/history").json()["items"]
     assert [c["reason"] for c in commands] == [text]
     # The tables the strings name are all still there.
-    assert client.get(f"/api/v1/runs/{run_id}/steps").json()["steps"][0]["n_queries"] == 1
+    assert client.get(f"/api/v1/runs/{run_id}/steps").json()["items"][0]["n_queries"] == 1
 
 
 def _quote(text: str) -> str:

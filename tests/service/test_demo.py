@@ -43,7 +43,7 @@ def test_demo_collapses_then_holds_and_the_service_stored_it(tmp_path: Path) -> 
         stops = [c for c in commands if c["kind"] == "early_stop"]
         assert len(stops) == 1
         assert stops[0]["status"] == "applied"
-        steps = http.get(f"/api/v1/runs/{collapsing.run_id}/steps").json()["steps"]
+        steps = http.get(f"/api/v1/runs/{collapsing.run_id}/steps").json()["items"]
         assert len(steps) == collapsing.steps < 150  # it stopped early
         assert steps[-1]["metrics"]["entropy"] < 0.1
         assert "entropy_floor" in text
@@ -54,7 +54,7 @@ def test_demo_collapses_then_holds_and_the_service_stored_it(tmp_path: Path) -> 
         assert run["status"] == "finished"
         alerts = http.get(f"/api/v1/runs/{calibrated.run_id}/alerts").json()["items"]
         assert "entropy_floor" not in {a["rule"] for a in alerts}
-        steps = http.get(f"/api/v1/runs/{calibrated.run_id}/steps").json()["steps"]
+        steps = http.get(f"/api/v1/runs/{calibrated.run_id}/steps").json()["items"]
         assert len(steps) == 150
         assert min(s["metrics"]["entropy"] for s in steps) > 0.2
         assert min(calibrated.correct_mass) > 0.05

@@ -32,8 +32,8 @@ def test_steps_round_trip(client: TestClient, run_id: int) -> None:
     assert response.json() == {"accepted": [0, 1, 2, 3, 4], "duplicates": []}
 
     series = client.get(f"/api/v1/runs/{run_id}/steps").json()
-    assert [s["step"] for s in series["steps"]] == [0, 1, 2, 3, 4]
-    for sent, got in zip(batch, series["steps"], strict=True):
+    assert [s["step"] for s in series["items"]] == [0, 1, 2, 3, 4]
+    for sent, got in zip(batch, series["items"], strict=True):
         for name, value in sent["metrics"].items():
             assert got["metrics"][name] == pytest.approx(value)
         assert got["n_queries"] == 3
@@ -42,8 +42,8 @@ def test_steps_round_trip(client: TestClient, run_id: int) -> None:
     picked = client.get(
         f"/api/v1/runs/{run_id}/steps", params={"from": 1, "to": 3, "metrics": "entropy"}
     ).json()
-    assert [s["step"] for s in picked["steps"]] == [1, 2, 3]
-    assert all(set(s["metrics"]) == {"entropy"} for s in picked["steps"])
+    assert [s["step"] for s in picked["items"]] == [1, 2, 3]
+    assert all(set(s["metrics"]) == {"entropy"} for s in picked["items"])
 
     detail = client.get(f"/api/v1/runs/{run_id}/steps/2").json()
     assert [q["query_id"] for q in detail["queries"]] == ["q0", "q1", "q2"]
@@ -66,11 +66,11 @@ def test_series_pagination(client: TestClient, run_id: int) -> None:
         f"/api/v1/runs/{run_id}/steps", json={"steps": [step_record(s, 0) for s in range(7)]}
     )
     page = client.get(f"/api/v1/runs/{run_id}/steps", params={"limit": 3}).json()
-    assert [s["step"] for s in page["steps"]] == [0, 1, 2]
-    assert page["next_from"] == 3
+    assert [s["step"] for s in page["items"]] == [0, 1, 2]
+    assert page["next_cursor"] == "3"
     rest = client.get(f"/api/v1/runs/{run_id}/steps", params={"from": 6, "limit": 3}).json()
-    assert [s["step"] for s in rest["steps"]] == [6]
-    assert rest["next_from"] is None
+    assert [s["step"] for s in rest["items"]] == [6]
+    assert rest["next_cursor"] is None
 
 
 def test_identical_resend_is_a_duplicate_and_stores_nothing(
@@ -271,3 +271,28 @@ def test_openapi_documents_units_and_ranges(client: TestClient) -> None:
     metrics_doc = schema["StepIn"]["properties"]["metrics"]["description"]
     for name in ("entropy", "zprime_gt1_frac", "reward_accuracy", "grad_norm"):
         assert f"`{name}`" in metrics_doc
+
+
+def test_series_pages_with_the_cursor_like_every_listing(client: TestClient, run_id: int) -> None:
+    client.post(
+        f"/api/v1/runs/{run_id}/steps", json={"steps": [step_record(s, 0) for s in range(7)]}
+    )
+    seen: list[int] = []
+    params: dict[str, object] = {"limit": 2}
+    while True:
+        page = client.get(f"/api/v1/runs/{run_id}/steps", params=params).json()
+        assert set(page) == {"run_id", "items", "next_cursor"}
+        seen += [s["step"] for s in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        params = {"limit": 2, "cursor": page["next_cursor"]}
+    assert seen == list(range(7))
+
+
+def test_every_paged_listing_has_one_shape(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    paged = {name for name, s in schemas.items() if "next_cursor" in s.get("properties", {})}
+    assert {"StepSeries"} <= paged
+    for name in paged:
+        assert schemas[name]["properties"]["items"]["type"] == "array", name
+    assert not [name for name, s in schemas.items() if "next_from" in s.get("properties", {})]

@@ -32,7 +32,7 @@ def test_register_submit_flush(server: ServerThread) -> None:
         again = SharpwatchClient(server.url).register_run("client-test", group_size=4, project="p")
         assert again.id == run.id
         assert not again.created
-    steps = httpx.get(f"{server.url}/api/v1/runs/{run.id}/steps").json()["steps"]
+    steps = httpx.get(f"{server.url}/api/v1/runs/{run.id}/steps").json()["items"]
     assert [s["step"] for s in steps] == list(range(50))
 
 

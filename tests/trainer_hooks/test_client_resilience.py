@@ -38,7 +38,7 @@ def _record(step: int) -> dict[str, Any]:
 
 def _stored_steps(url: str, run_id: int) -> list[int]:
     body = httpx.get(f"{url}/api/v1/runs/{run_id}/steps", params={"limit": 10000}).json()
-    return [s["step"] for s in body["steps"]]
+    return [s["step"] for s in body["items"]]
 
 
 def test_outage_spills_to_spool_and_replays_in_order(database_url: str, tmp_path: Path) -> None:

@@ -121,7 +121,7 @@ def test_rank1_sees_alpha_and_stop_with_rank0_only_sending(
     items = runs["items"] if isinstance(runs, dict) else runs
     assert [r["name"] for r in items] == ["ddp"]
     run_id = items[0]["id"]
-    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps").json()["steps"]
+    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps").json()["items"]
     assert [s["step"] for s in steps] == list(range(STOP_AFTER + 2))
     history = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/commands/history").json()[
         "items"

@@ -101,7 +101,7 @@ def test_resumed_trainer_continues_steps_and_run_ends_finished(server: ServerThr
         assert result.step == 5
         assert second.run is not None
         assert second.run.id == run_id
-    steps = httpx.get(f"{server.url}/api/v1/runs/{run_id}/steps").json()["steps"]
+    steps = httpx.get(f"{server.url}/api/v1/runs/{run_id}/steps").json()["items"]
     assert [s["step"] for s in steps] == list(range(6))
 
 

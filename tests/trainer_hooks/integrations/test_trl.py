@@ -109,7 +109,7 @@ def _wait(condition: Any, timeout: float = 15.0) -> None:
 
 
 def _steps(url: str, run_id: int) -> list[dict[str, Any]]:
-    return httpx.get(f"{url}/api/v1/runs/{run_id}/steps").json()["steps"]
+    return httpx.get(f"{url}/api/v1/runs/{run_id}/steps").json()["items"]
 
 
 def test_callback_streams_trl_metrics_and_group_successes(

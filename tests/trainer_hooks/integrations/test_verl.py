@@ -175,7 +175,7 @@ def test_tap_streams_steps_with_verl_metrics_and_stops(sqlite_server: ServerThre
             tap.detach()
         assert FakeTracking.log.__name__ == "log"  # detach restored veRL's method
         assert tracker.logged == [1, 2, 3, 4]
-    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps").json()["steps"]
+    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps").json()["items"]
     assert [s["step"] for s in steps] == [0, 1, 2, 3]
     assert [round(s["metrics"]["entropy"], 6) for s in steps] == [0.5, 0.4, 0.3, 0.1]
     assert steps[0]["metrics"]["loss"] == 0.25
