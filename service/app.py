@@ -31,6 +31,7 @@ from service.routes import alerts, commands, health, metrics, runs, steps
 from service.routes.ui import mount_ui
 from service.schemas.common import Problem, ValidationProblem
 from service.settings import Settings
+from service.trusted_hosts import TrustedHosts
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def create_app(
     run_metrics.install(app, registry, settings)  # run state for /metrics, read at scrape
     app.add_middleware(RequestTiming, metrics=service_metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TrustedHosts, allowed=settings.allowed_hosts)  # outermost: first to run
     _install_error_handlers(app)
     _document_error_shapes(app)
     # Probes and scrapers poll health and /metrics with whatever their tool appends; the API

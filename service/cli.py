@@ -163,6 +163,8 @@ def settings_table() -> str:
     lines = ["| setting | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         default = field.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
         shown = "unset" if default is None else f"`{default}`"
         lines.append(
             f"| `{name}` | `SHARPWATCH_{name.upper()}` | {shown} | {field.description or ''} |"

@@ -68,7 +68,13 @@ def reject_unknown_query(request: Request) -> None:
             )
 
 
+def get_token_cache(request: Request) -> TokenCache:
+    cache: TokenCache = request.app.state.token_cache
+    return cache
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+TokenCacheDep = Annotated[TokenCache, Depends(get_token_cache)]
 SessionDep = Annotated[Session, Depends(get_session)]
 SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 BrokerDep = Annotated[CommandBroker, Depends(get_broker)]

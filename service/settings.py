@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite:///./sharpwatch.db"
 LogLevel = Literal["debug", "info", "warning", "error"]
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 class Settings(BaseSettings):
@@ -60,12 +61,30 @@ class Settings(BaseSettings):
         "Prometheus records its final state; then its series leave the exposition.",
     )
 
+    trusted_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        LOOPBACK_HOSTS,
+        description="Host names (and addresses) the service answers to, comma-separated; a "
+        "request with another `Host` header gets 400 (a DNS-rebinding page cannot reach the "
+        "API). `*.example.org` allows subdomains, `*` allows any host. Deployments add the "
+        "names clients use, e.g. `sharpwatch.example.org,sharpwatch`.",
+    )
     auth: bool = Field(
         False,
         description="Require bearer tokens (`sharpwatch tokens create`). May be off only in the "
         "embedded development default: the service refuses to start without it on a "
         "non-loopback address or with `SHARPWATCH_ENV=prod`.",
     )
+
+    @field_validator("trusted_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError("name at least one host (or `*` to allow any)")
+            return tuple(str(part).strip().lower().rstrip(".") for part in value)
+        return value
 
     @model_validator(mode="after")
     def _check_safe(self) -> Settings:
@@ -103,6 +122,14 @@ class Settings(BaseSettings):
             return None
         _, _, rest = self.database_url.partition(":///")
         return None if rest in ("", ":memory:") else Path(rest)
+
+    @property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        """``trusted_hosts`` plus the address the service binds to, when that is one address."""
+        bound = self.host.strip().lower().strip("[]")
+        if bound in ("0.0.0.0", "::", "") or bound in self.trusted_hosts:
+            return self.trusted_hosts
+        return (*self.trusted_hosts, bound)
 
     @property
     def binds_loopback(self) -> bool:

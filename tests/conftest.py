@@ -106,7 +106,7 @@ def app(settings: Settings, engine: Engine, session_factory: sessionmaker[Sessio
 
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         yield client
 
 

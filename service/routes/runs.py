@@ -15,6 +15,7 @@ from service.deps import (
     RunReader,
     SessionDep,
     SettingsDep,
+    TokenCacheDep,
 )
 from service.schemas.common import Page
 from service.schemas.runs import RunCreate, RunOut, RunRegistered, RunStatus, RunUpdate
@@ -38,6 +39,7 @@ def register_run(
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
+    token_cache: TokenCacheDep,
     _: Operator,
 ) -> RunRegistered:
     run, created = run_store.register(session, body)
@@ -45,7 +47,9 @@ def register_run(
         response.status_code = status.HTTP_200_OK
     token = None
     if settings.auth:
-        token = token_store.issue(session, "ingest", f"run {run.id} ingest", run.id)[1]
+        # A new token for this trainer; a re-registration revokes the previous trainer's.
+        token = token_store.rotate_ingest(session, run.id)
+        token_cache.clear()
     return RunRegistered.model_validate(run).model_copy(update={"ingest_token": token})
 
 
@@ -80,6 +84,7 @@ async def update_run(
     session: SessionDep,
     principal: PrincipalDep,
     broker: BrokerDep,
+    token_cache: TokenCacheDep,
 ) -> RunOut:
     if not principal.is_operator:
         own_run_end = (
@@ -94,6 +99,8 @@ async def update_run(
                 "(an ingest token may only end its own run)",
             )
     run = await run_in_threadpool(run_store.update_run, session, run_id, body)
+    if run.status in run_store.ENDED:
+        token_cache.clear()  # its ingest tokens were revoked: stop honouring cached ones here
     if body.status is not None:
         await broker.publish(run_id)  # a run that ended releases its trainer's long-poll
     return RunOut.model_validate(run)

@@ -132,7 +132,12 @@ def step_detail(
     return step_store.detail(session, run_id, step)
 
 
-@router.get("/queries/{query_id}", summary="One query's history across steps")
+@router.get(
+    "/queries/{query_id:path}",
+    summary="One query's history across steps",
+    description="The query id is the rest of the path, so ids such as `gsm8k/train/000017` "
+    "work as they are; percent-encode characters that URLs reserve (`?`, `#`, `%`, spaces).",
+)
 def query_history(
     run_id: RunId,
     query_id: QueryId,

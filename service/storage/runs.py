@@ -12,7 +12,10 @@ from service.db.base import utcnow
 from service.db.models import Run
 from service.errors import NotFoundError
 from service.schemas.runs import RunCreate, RunUpdate
+from service.storage import tokens as token_store
 from service.storage._pagination import keyset_page
+
+ENDED = ("finished", "failed")
 
 
 def register(session: Session, spec: RunCreate) -> tuple[Run, bool]:
@@ -78,7 +81,10 @@ def update_run(session: Session, run_id: int, change: RunUpdate) -> Run:
     run = get(session, run_id)
     if change.status is not None and change.status != run.status:
         run.status = change.status
-        run.finished_at = utcnow() if change.status in ("finished", "failed") else None
+        run.finished_at = utcnow() if change.status in ENDED else None
+        if change.status in ENDED:
+            # The run's ingest tokens end with it (a later re-registration issues a new one).
+            token_store.revoke_ingest_tokens(session, run_id)
         if change.status == "running" and run.verdict == "stopped":
             run.verdict = "healthy"
     if change.detectors is not None:

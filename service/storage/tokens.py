@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.auth import Principal, TokenKind, hash_token, new_token
@@ -53,3 +53,24 @@ def revoke(session: Session, token_id: int) -> ApiToken:
         row.revoked_at = utcnow()
         session.commit()
     return row
+
+
+def revoke_ingest_tokens(session: Session, run_id: int) -> int:
+    """Revoke (not commit) every live ingest token of a run; returns how many."""
+    result = session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.run_id == run_id,
+            ApiToken.kind == "ingest",
+            ApiToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def rotate_ingest(session: Session, run_id: int) -> str:
+    """A run's new ingest token, every older one revoked, in one transaction: a re-registered
+    run's previous trainer can no longer write to it."""
+    revoke_ingest_tokens(session, run_id)
+    return issue(session, "ingest", f"run {run_id} ingest", run_id)[1]

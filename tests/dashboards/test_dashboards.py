@@ -142,7 +142,7 @@ def fed_store(postgres_engine: Engine) -> tuple[sessionmaker[Session], str, str,
         session_factory=session_factory,
         registry=CollectorRegistry(),
     )
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         run_id = client.post("/api/v1/runs", json=run_body("o'brien run")).json()["id"]
         response = client.post(
             f"/api/v1/runs/{run_id}/steps",

@@ -81,7 +81,7 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
     engine = make_engine(url)
     upgrade(engine)
     app = create_app(_settings(url), engine=engine, registry=CollectorRegistry())
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, base_url="http://localhost") as client:
         run = client.post("/api/v1/runs", json=run_body("fuzz-target"))
         assert run.status_code == 201, run.text
         run_id = int(run.json()["id"])

@@ -39,7 +39,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/runs/{run_id}/steps"): RUN_WRITE,
     ("GET", "/api/v1/runs/{run_id}/steps"): RUN_READ,
     ("GET", "/api/v1/runs/{run_id}/steps/{step}"): RUN_READ,
-    ("GET", "/api/v1/runs/{run_id}/queries/{query_id}"): RUN_READ,
+    ("GET", "/api/v1/runs/{run_id}/queries/{query_id:path}"): RUN_READ,
     ("GET", "/api/v1/alerts"): FLEET_READ,
     ("GET", "/api/v1/runs/{run_id}/alerts"): RUN_READ,
     ("GET", "/api/v1/runs/{run_id}/collapse"): RUN_READ,
@@ -72,14 +72,15 @@ def auth_client(
         session_factory=session_factory,
         registry=CollectorRegistry(),
     )
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         yield client
 
 
 def _bodies(command_id: int) -> dict[tuple[str, str], Any]:
     return {
         ("POST", "/api/v1/runs"): run_body("another"),
-        ("PATCH", "/api/v1/runs/{run_id}"): {"status": "finished"},
+        # "stopped", not "finished": ending a run revokes its ingest tokens (test_token_lifetime).
+        ("PATCH", "/api/v1/runs/{run_id}"): {"status": "stopped"},
         ("POST", "/api/v1/runs/{run_id}/steps"): {"steps": [step_record(99)]},
         ("POST", "/api/v1/triage"): {
             "group_size": 8,
@@ -132,7 +133,7 @@ def test_authorisation_matrix(
         path = (
             template.replace("{run_id}", str(own["id"]))
             .replace("{step}", "0")
-            .replace("{query_id}", "q0")
+            .replace("{query_id:path}", "q0")
             .replace("{command_id}", str(command["id"]))
         )
         for caller, token in tokens.items():

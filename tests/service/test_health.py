@@ -20,7 +20,9 @@ def test_healthz_and_readyz(client: TestClient) -> None:
 def test_readyz_fails_when_schema_is_behind(tmp_path: object) -> None:
     url = f"sqlite:///{tmp_path}/empty.db"
     engine = make_engine(url)
-    with TestClient(create_app(Settings(database_url=url), engine=engine)) as client:
+    with TestClient(
+        create_app(Settings(database_url=url), engine=engine), base_url="http://localhost"
+    ) as client:
         response = client.get("/readyz")
     engine.dispose()
     assert response.status_code == 503
@@ -30,7 +32,9 @@ def test_readyz_fails_when_schema_is_behind(tmp_path: object) -> None:
 def test_readyz_fails_when_database_is_unreachable() -> None:
     url = "postgresql+psycopg://nobody@127.0.0.1:1/none"
     engine = make_engine(url, connect_args={"connect_timeout": 1})
-    with TestClient(create_app(Settings(database_url=url), engine=engine)) as client:
+    with TestClient(
+        create_app(Settings(database_url=url), engine=engine), base_url="http://localhost"
+    ) as client:
         response = client.get("/readyz")
         assert client.get("/healthz").status_code == 200
     assert response.status_code == 503
@@ -41,7 +45,7 @@ def test_readyz_reports_unreachable_redis(engine: Engine, database_url: str) -> 
     settings = Settings(database_url=database_url, redis_url="redis://127.0.0.1:1/0")
     broker = RedisBroker("redis://127.0.0.1:1/0")
     app = create_app(settings, engine=engine, broker=broker, registry=CollectorRegistry())
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["redis"] == {"ok": False, "error": "redis unreachable"}
@@ -53,7 +57,7 @@ def test_readyz_with_reachable_redis(engine: Engine, database_url: str, redis_ur
         engine=engine,
         registry=CollectorRegistry(),
     )
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         response = client.get("/readyz")
     assert response.status_code == 200, response.text
     assert response.json()["checks"]["redis"] == {"ok": True}

@@ -232,7 +232,7 @@ def test_finished_runs_leave_after_the_grace_period(
         _run(session, "live")
         _run(session, "just-finished", status="finished", finished_at=now - timedelta(seconds=30))
         _run(session, "long-finished", status="failed", finished_at=now - timedelta(seconds=900))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         text = client.get("/metrics").text
     exported = {labels["run"] for labels in _labels(text, "sharpwatch_run_last_step")}
     assert exported == {"live", "just-finished"}
@@ -260,7 +260,7 @@ def test_label_values_are_escaped(client: TestClient) -> None:
 def test_store_outage_still_serves_the_process_metrics(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-dir" / "x.db"
     app = create_app(Settings(database_url=f"sqlite:///{missing}"), registry=CollectorRegistry())
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         response = client.get("/metrics")
     assert response.status_code == 200
     assert value(response.text, "sharpwatch_store_up") == 0

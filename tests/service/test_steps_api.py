@@ -296,3 +296,41 @@ def test_every_paged_listing_has_one_shape(client: TestClient) -> None:
     for name in paged:
         assert schemas[name]["properties"]["items"]["type"] == "array", name
     assert not [name for name, s in schemas.items() if "next_from" in s.get("properties", {})]
+
+
+QUERY_IDS = [
+    "gsm8k/train/000017",
+    "math/test/algebra/42/",
+    "/leading-slash",
+    "a//double",
+    "with space and tab\tinside",
+    "ünïcødé/数学/題-7",
+    "reserved?chars#and%25&=+;",
+    "emoji 🧮 sum",
+]
+
+
+@pytest.mark.parametrize("encode_slash", [False, True])
+def test_any_printable_query_id_is_readable(server: Any, encode_slash: bool) -> None:
+    """Issue 14: an id with '/' was accepted at ingest but its history was a 404."""
+    from urllib.parse import quote
+
+    import httpx
+
+    url = server.url
+    run = httpx.post(f"{url}/api/v1/runs", json=run_body("ids")).json()["id"]
+    record = step_record(0, n_queries=0)
+    record["queries"] = [
+        {"query_id": qid, "group_size": 8, "successes": i} for i, qid in enumerate(QUERY_IDS)
+    ]
+    stored = httpx.post(f"{url}/api/v1/runs/{run}/steps", json={"steps": [record]})
+    assert stored.status_code == 200, stored.text
+    for i, qid in enumerate(QUERY_IDS):
+        path = quote(qid, safe="" if encode_slash else "/")
+        got = httpx.get(f"{url}/api/v1/runs/{run}/queries/{path}")
+        assert got.status_code == 200, (qid, got.text)
+        body = got.json()
+        assert body["query_id"] == qid
+        assert [p["successes"] for p in body["points"]] == [i]
+    prefix = httpx.get(f"{url}/api/v1/runs/{run}/queries/gsm8k/train")
+    assert prefix.status_code == 404  # a prefix of an id is not the id
