@@ -1,8 +1,11 @@
-"""``sharpwatch demo``: the service and two real toy RLVR runs, in one process, in under a minute.
+"""``sharpwatch demo``: two real toy RLVR runs streamed into a sharpwatch service, in under a minute.
 
-It starts the service on a temporary SQLite file (an ephemeral loopback port), then trains the toy
-experiment of science.md §6 (``trainer_hooks._toy``) through ``trainer_hooks.watch``, exactly as
-a trainer would:
+By default it feeds the service already running on this machine (``sharpwatch serve`` in another
+terminal, http://127.0.0.1:8000, or ``--url``), so its runs appear on that service's live page and
+the links it prints stay live. ``--serve`` instead starts a service of its own in this process
+(SQLite, ``--port``, default 8000) and keeps it up after the runs until Ctrl-C. Its first line says
+where the data goes. It trains the toy experiment of science.md §6 (``trainer_hooks._toy``)
+through ``trainer_hooks.watch``, exactly as a trainer would:
 
 1. **collapsing** — momentum SGD on raw rewards, no calibration: within ~30 steps the policy
    collapses onto one of the two correct answers; the service raises alerts and stops the run.
@@ -16,6 +19,7 @@ never imports it (the demo needs the ``hooks`` extra).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -29,7 +33,21 @@ from typing import Any, TextIO
 
 import httpx
 
-__all__ = ["DemoReport", "RunReport", "add_demo_parser", "local_service", "run_demo"]
+__all__ = [
+    "DEFAULT_URL",
+    "DemoReport",
+    "NoServiceError",
+    "RunReport",
+    "add_demo_parser",
+    "local_service",
+    "run_demo",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class NoServiceError(RuntimeError):
+    """Nothing answers as a sharpwatch service at the demo's URL."""
 
 
 @dataclass
@@ -58,13 +76,13 @@ class DemoReport:
 class _Server:
     """uvicorn in a daemon thread on 127.0.0.1 and an ephemeral port."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, port: int = 0) -> None:
         import uvicorn
 
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
-            port=0,
+            port=port,
             log_config=None,
             access_log=False,
             lifespan="on",
@@ -89,9 +107,10 @@ class _Server:
 
 
 @contextmanager
-def local_service(database: Path) -> Iterator[str]:
+def local_service(database: Path, port: int = 0) -> Iterator[str]:
     """The service on the SQLite file ``database`` (migrated first) in a daemon thread of this
-    process, on 127.0.0.1 and an ephemeral port; yields its base URL and stops it on exit.
+    process, on 127.0.0.1 and ``port`` (0: an ephemeral one); yields its base URL and stops it on
+    exit.
     The demo and ``examples/tiny_grpo.py --serve`` use it."""
     from prometheus_client import CollectorRegistry
 
@@ -106,7 +125,7 @@ def local_service(database: Path) -> Iterator[str]:
         upgrade(engine)
     finally:
         engine.dispose()
-    server = _Server(create_app(Settings(database_url=url), registry=CollectorRegistry()))
+    server = _Server(create_app(Settings(database_url=url), registry=CollectorRegistry()), port)
     base = server.start()
     try:
         yield base
@@ -196,6 +215,7 @@ def _short(text: str, limit: int = 110) -> str:
 
 def _train(
     url: str,
+    token: str | None,
     name: str,
     cfg_kwargs: dict[str, Any],
     seed: int,
@@ -210,6 +230,7 @@ def _train(
     with watch(
         url,
         name=name,
+        token=token,
         project="demo",
         poll_wait=1.0,
         config={"example": "toy_softmax", **cfg_kwargs, "seed": seed},
@@ -283,13 +304,20 @@ DEMO_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 def run_demo(
     *,
     seed: int = 1,
+    url: str | None = None,
+    token: str | None = None,
+    serve: bool = False,
+    port: int = 8000,
     database: Path | None = None,
     out: TextIO | None = None,
-    serve: bool = False,
     wait_forever: Callable[[], None] | None = None,
 ) -> DemoReport:
-    """Run the demo; returns what the service stored. ``database`` keeps the SQLite file there
-    (default: a temporary directory, removed afterwards unless ``serve``)."""
+    """Run the demo; returns what the service stored.
+
+    Without ``serve`` the runs go to the service at ``url`` (default :data:`DEFAULT_URL`), which
+    must be running (:class:`NoServiceError` otherwise). With ``serve`` the demo starts its own
+    service on ``port`` and the SQLite file ``database`` (default: a temporary one) and keeps it up
+    after the runs until ``wait_forever`` returns (default: until Ctrl-C)."""
     try:
         import torch  # noqa: F401  (the hooks extra)
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -297,25 +325,68 @@ def run_demo(
             "sharpwatch demo needs PyTorch (the hooks extra): pip install 'sharpwatch[hooks]'"
         ) from exc
     printer = _Printer(out or sys.stdout)
-    started = time.monotonic()
+    if not serve:
+        target = (url or DEFAULT_URL).rstrip("/")
+        _check_service(target, token)
+        printer.say(
+            f"sharpwatch demo: streaming two toy runs to the service at {target} "
+            "(they stay in its database and on its live page)"
+        )
+        return _run_all(target, token, seed, printer, serve=False, database=None)
     scratch = None
     if database is None:
         scratch = Path(tempfile.mkdtemp(prefix="sharpwatch-demo-"))
         database = scratch / "demo.db"
     try:
-        with local_service(database) as url, httpx.Client(base_url=url, timeout=10.0) as http:
-            printer.say(f"sharpwatch demo: service on {url} (SQLite {database})")
-            printer.say("training the toy RLVR experiment (science.md §6) through trainer_hooks")
-            watcher = _Watcher(http, printer)
-            runs = [_train(url, name, cfg, seed, printer, watcher) for name, cfg in DEMO_RUNS]
-            seconds = time.monotonic() - started
-            _where_to_look(printer, url, runs, seconds, serve)
-            if serve:
-                (wait_forever or _wait_for_interrupt)()
-            return DemoReport(url=url, database=str(database), runs=runs, seconds=seconds)
+        with local_service(database, port) as own:
+            printer.say(
+                f"sharpwatch demo: streaming two toy runs to its own service on {own} "
+                f"(SQLite {database}{', removed on exit' if scratch else ''}); it keeps serving "
+                "after the runs until Ctrl-C"
+            )
+            report = _run_all(own, None, seed, printer, serve=True, database=database)
+            (wait_forever or _wait_for_interrupt)()
+            return report
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_service(url: str, token: str | None) -> None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = httpx.get(f"{url}/healthz", headers=headers, timeout=5.0)
+        healthy = answer.status_code == 200 and answer.json().get("status") == "ok"
+    except (httpx.HTTPError, ValueError):
+        healthy = False
+    if not healthy:
+        raise NoServiceError(
+            f"no sharpwatch service answers at {url}: start one with `sharpwatch serve` in "
+            "another terminal, point the demo at yours with --url URL, or run "
+            "`sharpwatch demo --serve` to start one in this process"
+        )
+
+
+def _run_all(
+    url: str,
+    token: str | None,
+    seed: int,
+    printer: _Printer,
+    *,
+    serve: bool,
+    database: Path | None,
+) -> DemoReport:
+    started = time.monotonic()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=url, timeout=10.0, headers=headers) as http:
+        printer.say("training the toy RLVR experiment (science.md §6) through trainer_hooks")
+        watcher = _Watcher(http, printer)
+        runs = [_train(url, token, name, cfg, seed, printer, watcher) for name, cfg in DEMO_RUNS]
+    seconds = time.monotonic() - started
+    _where_to_look(printer, url, runs, seconds, serve)
+    return DemoReport(
+        url=url, database=str(database) if database else "", runs=runs, seconds=seconds
+    )
 
 
 def _where_to_look(
@@ -323,7 +394,7 @@ def _where_to_look(
 ) -> None:
     printer.say(
         f"\ndone in {seconds:.0f} s. Where to look"
-        + (" (serving until Ctrl-C):" if serve else " (rerun with --serve to browse):")
+        + (" (this demo serves them until Ctrl-C):" if serve else " (on the running service):")
     )
     printer.say(f"  live page      {url}/")
     for run in runs:
@@ -349,18 +420,51 @@ def _wait_for_interrupt() -> None:
 
 def _main(args: Any) -> int:
     database = Path(args.database) if args.database else None
-    run_demo(seed=args.seed, database=database, serve=args.serve)
+    if database is not None and not args.serve:
+        print("sharpwatch: --database needs --serve (it is the demo's own service's store)")
+        return 2
+    try:
+        run_demo(
+            seed=args.seed,
+            url=args.url,
+            token=args.token,
+            serve=args.serve,
+            port=args.port,
+            database=database,
+        )
+    except NoServiceError as exc:
+        print(f"sharpwatch: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def add_demo_parser(commands: Any) -> None:
     """Register ``sharpwatch demo`` on the CLI's subcommands."""
     demo = commands.add_parser(
-        "demo", help="start the service in-process and stream two toy RLVR runs into it"
+        "demo",
+        help="stream two toy RLVR runs into the running service (or --serve: a service of its own)",
     )
     demo.add_argument("--seed", type=int, default=1, help="toy seed (default 1)")
-    demo.add_argument("--database", help="keep the SQLite file here (default: temporary)")
     demo.add_argument(
-        "--serve", action="store_true", help="keep serving after the runs (Ctrl-C to quit)"
+        "--url",
+        default=os.environ.get("SHARPWATCH_URL", DEFAULT_URL),
+        help=f"the running service to feed (default $SHARPWATCH_URL or {DEFAULT_URL})",
+    )
+    demo.add_argument(
+        "--token",
+        default=os.environ.get("SHARPWATCH_TOKEN"),
+        help="bearer token when the service requires authentication (default $SHARPWATCH_TOKEN)",
+    )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="start a service of its own in this process instead, and keep it up after the "
+        "runs (Ctrl-C to quit)",
+    )
+    demo.add_argument(
+        "--port", type=int, default=8000, help="port of the --serve service (default 8000)"
+    )
+    demo.add_argument(
+        "--database", help="with --serve: keep its SQLite file here (default: temporary)"
     )
     demo.set_defaults(handler=_main)
