@@ -1,4 +1,4 @@
-"""``sharpwatch demo``: two real toy RLVR runs streamed into a sharpwatch service, in under a minute.
+"""``sharpwatch demo``: two real toy RLVR runs streamed into a sharpwatch service in a minute.
 
 By default it feeds the service already running on this machine (``sharpwatch serve`` in another
 terminal, http://127.0.0.1:8000, or ``--url``), so its runs appear on that service's live page and

@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import re
 import subprocess
-import threading
 import sys
+import threading
 import time
 from pathlib import Path
 
