@@ -28,6 +28,7 @@ class Run(Base):
     __table_args__ = (
         UniqueConstraint("project", "name"),
         CheckConstraint("group_size >= 1", name="group_size_positive"),
+        CheckConstraint("source IN ('live', 'imported')", name="source_known"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -53,6 +54,9 @@ class Run(Base):
     best_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     stop_reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Revision 0005: ``live`` (a trainer streamed it) or ``imported`` (``sharpwatch import``
+    # replayed its logged curves); the live page marks imported runs.
+    source: Mapped[str] = mapped_column(String(16), default="live", server_default="live")
 
 
 class Step(Base):

@@ -53,6 +53,7 @@ from service.detectors.config import (
     ZPrimePressureSettings,
 )
 from service.detectors.evaluate import evaluate
+from service.detectors.inputs import missing_inputs, rule_inputs
 from service.detectors.names import RULE_NAMES, RuleName, RuleStatus, Severity, p_star
 from service.detectors.pipeline import StepOutcome, process_step
 from service.detectors.policy import RunPolicy
@@ -121,10 +122,12 @@ __all__ = [
     "compute_transitions",
     "decide_alpha",
     "evaluate",
+    "missing_inputs",
     "p_star",
     "process_step",
     "replay",
     "replay_detailed",
+    "rule_inputs",
     "triage",
     "triage_candidates",
     "verdict",

@@ -12,9 +12,15 @@ from service.detectors.names import (
     group_size_for_rate,
     p_star,
 )
+from service.detectors.records import StepRecord
 from service.detectors.results import RuleResult
 
-__all__ = ["degenerate_groups", "signal_starvation", "zprime_pressure"]
+__all__ = ["DEGENERATE_SUM", "degenerate_groups", "signal_starvation", "zprime_pressure"]
+
+_DEGENERATE_ACTION = (
+    "filter degenerate groups (DAPO dynamic sampling), increase group size, or "
+    "rebalance task difficulty toward p*(G)"
+)
 
 
 def signal_starvation(ctx: RuleContext) -> RuleResult:
@@ -62,18 +68,32 @@ def signal_starvation(ctx: RuleContext) -> RuleResult:
     return ctx.clear(SIGNAL_STARVATION, f"mean success rate {m:.4f} within [{low:.4f}, {high:.4f}]")
 
 
+#: TRL's name for the degenerate share when only the sum is known (science.md §1): a step that
+#: reports neither all-fail nor all-pass (an imported TRL log) is read from it.
+DEGENERATE_SUM = "frac_reward_zero_std"
+
+
+def _degenerate_fraction(rec: StepRecord) -> float | None:
+    fail = rec.value("degenerate_all_fail")
+    ok = rec.value("degenerate_all_pass")
+    if fail is None and ok is None:
+        return rec.value(DEGENERATE_SUM)
+    return (fail or 0.0) + (ok or 0.0)
+
+
 def degenerate_groups(ctx: RuleContext) -> RuleResult:
     s = ctx.config.degenerate_groups
-    gated = ctx.gate(DEGENERATE_GROUPS, s, "degenerate_all_fail", "degenerate_all_pass")
+    gated = ctx.gate(
+        DEGENERATE_GROUPS, s, "degenerate_all_fail", "degenerate_all_pass", DEGENERATE_SUM
+    )
     if gated is not None:
         return gated
     fracs: list[float] = []
     for rec in reversed(ctx.history):
-        fail = rec.value("degenerate_all_fail")
-        ok = rec.value("degenerate_all_pass")
-        if fail is None and ok is None:
+        frac = _degenerate_fraction(rec)
+        if frac is None:
             continue
-        fracs.append((fail or 0.0) + (ok or 0.0))
+        fracs.append(frac)
         if len(fracs) >= s.window:
             break
     if len(fracs) < s.window:
@@ -85,8 +105,21 @@ def degenerate_groups(ctx: RuleContext) -> RuleResult:
         return ctx.clear(
             DEGENERATE_GROUPS, f"mean degenerate fraction {m:.3f} <= {s.max_fraction:g}"
         )
-    fail_now = ctx.newest.value("degenerate_all_fail") or 0.0
-    pass_now = ctx.newest.value("degenerate_all_pass") or 0.0
+    fail_now = ctx.newest.value("degenerate_all_fail")
+    pass_now = ctx.newest.value("degenerate_all_pass")
+    if fail_now is None and pass_now is None:
+        return ctx.fire(
+            DEGENERATE_GROUPS,
+            observed={"degenerate_fraction_mean": m, DEGENERATE_SUM: fracs[0]},
+            thresholds={"max_fraction": s.max_fraction, "window": s.window},
+            message=(
+                f"{m * 100:.1f}% of groups degenerate (S+ in {{0, G}}) over {s.window} steps "
+                f"(now {fracs[0] * 100:.0f}%; all-fail and all-pass not reported apart)"
+            ),
+            action=_DEGENERATE_ACTION,
+        )
+    fail_now = fail_now or 0.0
+    pass_now = pass_now or 0.0
     return ctx.fire(
         DEGENERATE_GROUPS,
         observed={
@@ -99,10 +132,7 @@ def degenerate_groups(ctx: RuleContext) -> RuleResult:
             f"{m * 100:.1f}% of groups degenerate (S+ in {{0, G}}) over {s.window} steps "
             f"(now all-fail {fail_now * 100:.0f}%, all-pass {pass_now * 100:.0f}%)"
         ),
-        action=(
-            "filter degenerate groups (DAPO dynamic sampling), increase group size, or "
-            "rebalance task difficulty toward p*(G)"
-        ),
+        action=_DEGENERATE_ACTION,
     )
 
 

@@ -12,6 +12,7 @@ from service.detectors import DetectorConfig, RunPolicy
 from service.schemas.common import FiniteFloat, StorableText, StrictModel, storable_text
 
 RunStatus = Literal["running", "stopped", "finished", "failed"]
+RunSource = Literal["live", "imported"]
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_CONFIG_DEPTH = 32
 
@@ -51,6 +52,11 @@ class RunCreate(StrictModel):
     )
     policy: RunPolicy | None = Field(
         None, description="Automatic actions: which rules stop the run, the α controller."
+    )
+    source: RunSource = Field(
+        "live",
+        description="`live` for a trainer streaming its steps; `imported` for a past run's logs "
+        "replayed by `sharpwatch import` (the live page marks it). Set at registration only.",
     )
 
     @field_validator("config")
@@ -95,6 +101,7 @@ class RunOut(BaseModel):
     best_step: int | None
     stop_reason: str | None
     finished_at: datetime | None
+    source: RunSource = Field(description="`live`, or `imported` by `sharpwatch import`.")
     detectors: dict[str, Any] | None = Field(
         validation_alias="detector_config", description="Rule settings (null = defaults)."
     )

@@ -33,6 +33,7 @@ def register(session: Session, spec: RunCreate) -> tuple[Run, bool]:
         status="running",
         detector_config=None if spec.detectors is None else spec.detectors.model_dump(mode="json"),
         policy=None if spec.policy is None else spec.policy.model_dump(mode="json"),
+        source=spec.source,
     )
     session.add(run)
     try:

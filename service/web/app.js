@@ -328,7 +328,8 @@ class RunsView {
     return h("tr", { data: { runId: run.id }, class: previous !== undefined && previous !== run.last_step ? "flash" : "" },
       h("td", {},
         h("a", { class: "run-name", href, text: run.name }),
-        h("div", { class: "sub", text: `${run.project} · #${run.id} · G=${run.group_size}` })),
+        h("div", { class: "sub", text: `${run.project} · #${run.id} · G=${run.group_size}` },
+          run.source === "imported" ? [" ", badge("imported")] : [])),
       h("td", { class: "status" }, badge(run.status)),
       h("td", { class: "verdict" }, badge(run.verdict)),
       h("td", { class: "r last-step", data: { step: run.last_step ?? "" } },
@@ -632,7 +633,10 @@ class RunView {
     this.title.textContent = run.name;
     document.title = `${run.name} · sharpwatch`;
     setCrumbs([{ text: run.project }, { text: run.name }]);
-    this.badges.replaceChildren(badge(run.status), h("span", { id: "run-verdict" }, badge(run.verdict)));
+    this.badges.replaceChildren(badge(run.status), h("span", { id: "run-verdict" }, badge(run.verdict)),
+      ...(run.source === "imported"
+        ? [h("span", { id: "run-imported", title: "replayed from past logs by sharpwatch import" }, badge("imported"))]
+        : []));
     const fact = (label, value, id) => h("span", {}, `${label} `, h("b", { class: "num", id, text: value }));
     const p = pStar(run.group_size);
     this.facts.replaceChildren(...[

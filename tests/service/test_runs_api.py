@@ -63,3 +63,15 @@ def test_run_validation_names_the_field(client: TestClient) -> None:
         assert error["field"] == field
         assert reason in error["reason"]
     assert client.get("/api/v1/runs").json()["items"] == []
+
+
+def test_a_run_is_live_unless_registered_as_imported(client: TestClient) -> None:
+    live = client.post("/api/v1/runs", json=run_body("live-run")).json()
+    assert live["source"] == "live"
+    imported = client.post("/api/v1/runs", json=run_body("old-run") | {"source": "imported"})
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["source"] == "imported"
+    assert client.get(f"/api/v1/runs/{imported.json()['id']}").json()["source"] == "imported"
+    bad = client.post("/api/v1/runs", json=run_body("odd-run") | {"source": "replayed"})
+    assert bad.status_code == 422
+    assert "source" in bad.text
