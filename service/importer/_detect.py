@@ -20,10 +20,13 @@ def detect_format(path: Path) -> Format:
     if not path.exists():
         raise LogReadError(f"{path}: no such file or directory")
     if path.is_dir():
-        if (path / "trainer_state.json").is_file() and not event_dirs(path):
-            return "trl-state"
+        # A TRL output directory may hold both: the event files carry wall times, prefer them.
         if event_dirs(path):
             return "tensorboard"
+        if (path / "trainer_state.json").is_file() or any(
+            path.glob("checkpoint-*/trainer_state.json")
+        ):
+            return "trl-state"
         raise LogReadError(
             f"{path}: a directory without TensorBoard event files or trainer_state.json; "
             "point at the files (or pass --format)"
