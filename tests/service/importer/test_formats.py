@@ -71,7 +71,7 @@ def test_wandb_history_csv_keeps_step_times(sqlite_server: ServerThread, tmp_pat
     assert detect_format(path) == "wandb-csv"
     (report,) = run_import([path], url=sqlite_server.url, group_size=16)
     assert (report.name, report.group_size, report.steps) == ("grpo-history", 16, 12)
-    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{report.run_id}/steps").json()["steps"]
+    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{report.run_id}/steps").json()["items"]
     first = datetime.fromisoformat(steps[0]["time"].replace("Z", "+00:00"))
     assert first == datetime.fromtimestamp(start, tz=UTC)
     assert steps[11]["metrics"]["entropy"] == 0.5
@@ -115,7 +115,7 @@ def test_verl_file_logger_lines(sqlite_server: ServerThread, tmp_path: Path) -> 
     assert report.stop.step == 25  # non_finite stops before entropy reaches its floor
     steps = httpx.get(
         f"{sqlite_server.url}/api/v1/runs/{report.run_id}/steps", params={"limit": 100}
-    ).json()["steps"]
+    ).json()["items"]
     by_step = {s["step"]: s for s in steps}
     assert by_step[10]["metrics"]["val-core/openai/gsm8k/reward/mean_1"] == 0.7
     assert by_step[10]["metrics"]["entropy"] == entropy[9]

@@ -58,7 +58,7 @@ def test_collapsing_run_reports_entropy_floor_where_the_curve_crosses(
     assert (run["source"], run["status"], run["project"]) == ("imported", "finished", "imported")
     steps = httpx.get(
         f"{server.url}/api/v1/runs/{report.run_id}/steps", params={"limit": 1000}
-    ).json()["steps"]
+    ).json()["items"]
     assert [s["step"] for s in steps] == list(range(60))
     assert [s["metrics"]["entropy"] for s in steps] == entropy
     # The original wall times, as TensorBoard recorded them (one per step, non-decreasing).

@@ -132,7 +132,7 @@ def test_trl_tensorboard_events_import(
         assert report.mapped.get(key) == ours, key
     run = httpx.get(f"{sqlite_server.url}/api/v1/runs/{report.run_id}").json()
     assert (run["kl_beta"], run["source"]) == (0.04, "imported")
-    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{report.run_id}/steps").json()["steps"]
+    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{report.run_id}/steps").json()["items"]
     for stored, logged_entry in zip(steps, history, strict=True):
         assert stored["step"] == logged_entry["step"]
         assert stored["time"] is not None
@@ -156,6 +156,6 @@ def test_trl_trainer_state_import(
     assert report.steps == STEPS
     assert report.mapped["entropy"] == "entropy"
     assert report.mapped["frac_reward_zero_std"] == "frac_reward_zero_std"
-    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{report.run_id}/steps").json()["steps"]
+    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{report.run_id}/steps").json()["items"]
     assert [s["metrics"]["entropy"] for s in steps] == [e["entropy"] for e in history]
     assert [s["time"] for s in steps] == [None] * STEPS  # the file holds no wall times
