@@ -49,7 +49,13 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Numeric codes of ``runs.verdict`` and ``runs.status`` (Grafana maps them back to words).
-VERDICT_CODES: dict[str, float] = {"healthy": 0, "warning": 1, "critical": 2, "stopped": 3}
+VERDICT_CODES: dict[str, float] = {
+    "healthy": 0,
+    "warning": 1,
+    "critical": 2,
+    "stopped": 3,
+    "failed": 4,
+}
 STATUS_CODES: dict[str, float] = {"running": 0, "stopped": 1, "finished": 2, "failed": 3}
 COMMAND_KINDS = ("early_stop", "adjust_alpha")
 COMMAND_STATUSES = ("pending", "delivered", "applied", "rejected", "expired")
@@ -136,7 +142,9 @@ NON_FINITE = Family(
     "Metrics the newest step reported as NaN/inf (count).",
 )
 VERDICT = Family(
-    "sharpwatch_run_verdict", "gauge", "Verdict: 0 healthy, 1 warning, 2 critical, 3 stopped."
+    "sharpwatch_run_verdict",
+    "gauge",
+    "Verdict: 0 healthy, 1 warning, 2 critical, 3 stopped, 4 failed.",
 )
 STATUS = Family(
     "sharpwatch_run_status", "gauge", "Status: 0 running, 1 stopped, 2 finished, 3 failed."

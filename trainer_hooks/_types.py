@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from trainer_hooks._errors import ShapeError
 from trainer_hooks._probe import ProbeInputs
 
 __all__ = ["AlphaChange", "StepInputs", "StepResult", "StepSender", "StopRequest"]
@@ -24,6 +25,20 @@ class StepSender(Protocol):
 class StepInputs:
     """Everything the loop knows after sampling and scoring a step.
 
+    **Layout** (the one place it is documented; B queries, G responses each, N = B·G responses,
+    T tokens, V vocabulary):
+
+    ==================  =========================================  =============================
+    input               dense (rewards ``[B, G]``)                 flat (rewards ``[N]``)
+    ==================  =========================================  =============================
+    per response        ``[B, G]`` or ``[N]``                      ``[N]`` + ``group_ids`` (N)
+    per token           ``[B, G, T]`` or ``[N, T]``                ``[N, T]``
+    ``logits``          ``[B, G, T, V]`` or ``[N, T, V]``          ``[N, T, V]``
+    ``answer_keys``     ``[B][G]`` nested lists, or flat N         flat N, aligned with rewards
+    ``query_ids``       B, one per group                           B, in first-appearance order
+    ==================  =========================================  =============================
+
+    Flat per-response order is row-major: response ``g`` of query ``b`` is ``n = b·G + g``.
     Per-response tensors are ``[B, G]`` (or ``[B, G, T]``), or flat ``[N]`` (``[N, T]``) with
     ``group_ids``. ``advantages`` are the trainer's own (GRPO, Dr.GRPO, RLOO, ...), before IAC;
     they are never recomputed. Give ``logits`` (``[..., T, V]``) or ``token_entropy``
@@ -38,7 +53,7 @@ class StepInputs:
     group_ids: Sequence[Hashable] | torch.Tensor | None = None
     num_groups: int | None = None
     query_ids: Sequence[str] | None = None
-    answer_keys: Sequence[Hashable] | None = None
+    answer_keys: Sequence[Any] | None = None  # hashable keys, flat N or nested [B][G]
     logits: torch.Tensor | None = None
     token_entropy: torch.Tensor | None = None
     mask: torch.Tensor | None = None
@@ -54,6 +69,31 @@ class StepInputs:
     extra: Mapping[str, float | torch.Tensor] = field(default_factory=dict)
     probe: ProbeInputs | None = None
     step: int | None = None
+
+    def __post_init__(self) -> None:
+        keys = self.answer_keys
+        if keys is None or isinstance(keys, str | bytes) or not isinstance(keys, Sequence):
+            return
+        nested = len(keys) > 0 and all(
+            isinstance(row, list | tuple) and not isinstance(row, str) for row in keys
+        )
+        n = self.rewards.numel() if isinstance(self.rewards, torch.Tensor) else -1
+        if not nested or len(keys) == n:
+            return  # already one key per response (tuples can be keys themselves)
+        if self.rewards.dim() != 2:
+            raise ShapeError(
+                f"answer_keys is nested ({len(keys)} rows) but rewards is flat "
+                f"{list(self.rewards.shape)}: pass one key per response, aligned with rewards"
+            )
+        b, g = int(self.rewards.shape[0]), int(self.rewards.shape[1])
+        bad = [i for i, row in enumerate(keys) if len(row) != g]
+        if len(keys) != b or bad:
+            raise ShapeError(
+                f"answer_keys is nested as {len(keys)} rows of lengths "
+                f"{sorted({len(row) for row in keys})}; rewards is [{b}, {g}]: pass [B][G] "
+                f"(here [{b}][{g}]) or a flat list of B·G = {b * g} keys"
+            )
+        object.__setattr__(self, "answer_keys", [key for row in keys for key in row])
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ class RunSession:
         self._held_stop: tuple[str, int | None] | None = None
         self._synced_stop = False
         self._token = token
+        self.failure_reason: str | None = None
         self._poll_wait = poll_wait
         self._commands = commands
         self._transport = transport
@@ -123,7 +124,15 @@ class RunSession:
         if self.world_size > 1:
             step = self._sync_ranks(inputs.rewards.device, inputs.step)
             inputs = replace(inputs, step=step)
-        result = self.monitor.step(inputs)
+        try:
+            result = self.monitor.step(inputs)
+        except Exception as exc:
+            # The error still reaches the loop (it is the caller's to fix); the run records why,
+            # so the service shows the failure instead of a "healthy" run that just ended.
+            last = self.monitor.last_step
+            at = inputs.step if inputs.step is not None else (0 if last is None else last + 1)
+            self.failure_reason = _reason(f"step {at} failed in trainer_hooks", exc)
+            raise
         self._next_step = result.step + 1
         return result
 
@@ -203,16 +212,21 @@ class RunSession:
         return int(synced_step)
 
     # -- lifetime -----------------------------------------------------------------------------
-    def close(self, status: str = "finished") -> None:
+    def close(self, status: str = "finished", reason: str | None = None) -> None:
         """Flush, mark the run ``status`` on the service (which releases the command long-poll),
-        and stop the command poller."""
+        and stop the command poller. A ``failed`` run carries ``reason`` (default: the error
+        recorded by :meth:`step`), shown by ``GET /runs/{id}`` and on the run's page."""
         poller, self.poller = self.poller, None
         if self.client is not None:
             self.client.flush(timeout=30.0)
             run = self.client.run
             if run is not None:
+                change: dict[str, str] = {"status": status}
+                why = reason or self.failure_reason
+                if status == "failed" and why:
+                    change["failure_reason"] = why
                 with contextlib.suppress(httpx.HTTPError):
-                    self.client.http.patch(f"/api/v1/runs/{run.id}", json={"status": status})
+                    self.client.http.patch(f"/api/v1/runs/{run.id}", json=change)
             self.client.close()
             self.client = None
         if poller is not None:
@@ -233,7 +247,14 @@ class RunSession:
             status = "stopped"
         else:
             status = "failed"
+            if self.failure_reason is None and exc is not None:
+                self.failure_reason = _reason("the training loop raised", exc)
         self.close(status)
+
+
+def _reason(where: str, exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{where}: {type(exc).__name__}: {text}"[:1024]
 
 
 def watch(url: str | None, *, name: str, group_size: int, **options: Any) -> RunSession:

@@ -53,6 +53,8 @@ class Run(Base):
     model_collapse_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     best_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     stop_reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    # Revision 0006: why the run failed, as the trainer reported it (the hooks' error or its own).
+    failure_reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Revision 0005: ``live`` (a trainer streamed it) or ``imported`` (``sharpwatch import``
     # replayed its logged curves); the live page marks imported runs.

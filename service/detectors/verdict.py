@@ -16,6 +16,7 @@ class Verdict(StrEnum):
     WARNING = "warning"
     CRITICAL = "critical"
     STOPPED = "stopped"
+    FAILED = "failed"  # the trainer reported a failure (set by the run's status, not by rules)
 
 
 def verdict(

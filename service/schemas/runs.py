@@ -6,7 +6,14 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from service.detectors import DetectorConfig, RunPolicy
 from service.schemas.common import FiniteFloat, StorableText, StrictModel, storable_text
@@ -75,9 +82,22 @@ class RunUpdate(StrictModel):
     status: RunStatus | None = Field(
         None, description="`finished` or `failed` ends the run; `running` reopens it."
     )
+    failure_reason: Annotated[str, StorableText] | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="Why the run failed (with `status: failed`): shown on the run and its page.",
+    )
     detectors: DetectorConfig | None = None
     policy: RunPolicy | None = None
     tags: dict[TagKey, TagValue] | None = Field(None, max_length=64)
+
+    @field_validator("failure_reason")
+    @classmethod
+    def _only_when_failing(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("status") != "failed":
+            raise ValueError('a failure_reason goes with "status": "failed"')
+        return value
 
 
 class RunOut(BaseModel):
@@ -95,11 +115,14 @@ class RunOut(BaseModel):
     updated_at: datetime
     last_step: int | None = Field(description="Highest step stored.")
     last_step_at: datetime | None = Field(description="When the highest step was received.")
-    verdict: Literal["healthy", "warning", "critical", "stopped"]
+    verdict: Literal["healthy", "warning", "critical", "stopped", "failed"]
     alpha: float | None = Field(description="IAC α in effect, as the trainer last reported it.")
     model_collapse_step: int | None
     best_step: int | None
     stop_reason: str | None
+    failure_reason: str | None = Field(
+        description="Why the run failed, as the trainer reported it; null unless it failed."
+    )
     finished_at: datetime | None
     source: RunSource = Field(description="`live`, or `imported` by `sharpwatch import`.")
     detectors: dict[str, Any] | None = Field(

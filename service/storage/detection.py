@@ -148,7 +148,7 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
     run.model_collapse_step = state.model_collapse_step
     if state.peak is not None:
         run.best_step = state.peak.step
-    if outcome is not None:
+    if outcome is not None and run.status != "failed":  # failed keeps its verdict until reopened
         run.verdict = "stopped" if stopping else outcome.verdict.value
     session.commit()
     return DetectionResult(len(ordered), created, run.verdict)

@@ -86,8 +86,13 @@ def update_run(session: Session, run_id: int, change: RunUpdate) -> Run:
         if change.status in ENDED:
             # The run's ingest tokens end with it (a later re-registration issues a new one).
             token_store.revoke_ingest_tokens(session, run_id)
-        if change.status == "running" and run.verdict == "stopped":
+        if change.status == "running" and run.verdict in ("stopped", "failed"):
             run.verdict = "healthy"
+            run.failure_reason = None
+        if change.status == "failed":
+            run.verdict = "failed"  # never "healthy" beside a failure
+    if change.failure_reason is not None:
+        run.failure_reason = change.failure_reason
     if change.detectors is not None:
         run.detector_config = change.detectors.model_dump(mode="json")
     if change.policy is not None:

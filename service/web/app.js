@@ -651,6 +651,7 @@ class RunView {
       fact("Model Collapse Step", run.model_collapse_step ?? "—", "run-mcs"),
       fact("best step", run.best_step ?? "—"),
       run.stop_reason ? fact("stop reason", run.stop_reason) : null,
+      run.failure_reason ? fact("failed", run.failure_reason, "run-failure") : null,
     ].filter(Boolean));
     const outstanding = commands.find((c) => c.kind === "early_stop" && (c.status === "pending" || c.status === "delivered"));
     const canStop = run.status === "running" && !outstanding;

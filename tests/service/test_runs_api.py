@@ -75,3 +75,30 @@ def test_a_run_is_live_unless_registered_as_imported(client: TestClient) -> None
     bad = client.post("/api/v1/runs", json=run_body("odd-run") | {"source": "replayed"})
     assert bad.status_code == 422
     assert "source" in bad.text
+
+
+def test_failed_run_keeps_its_reason_and_never_reads_healthy(client: TestClient) -> None:
+    run_id = client.post("/api/v1/runs", json=run_body(name="fails")).json()["id"]
+    assert client.get(f"/api/v1/runs/{run_id}").json()["failure_reason"] is None
+    answer = client.patch(
+        f"/api/v1/runs/{run_id}",
+        json={"status": "failed", "failure_reason": "step 3 failed in trainer_hooks: ShapeError"},
+    )
+    assert answer.status_code == 200, answer.text
+    run = client.get(f"/api/v1/runs/{run_id}").json()
+    assert (run["status"], run["verdict"]) == ("failed", "failed")
+    assert run["failure_reason"] == "step 3 failed in trainer_hooks: ShapeError"
+    # Reopening clears both.
+    client.patch(f"/api/v1/runs/{run_id}", json={"status": "running"})
+    run = client.get(f"/api/v1/runs/{run_id}").json()
+    assert (run["verdict"], run["failure_reason"]) == ("healthy", None)
+
+
+def test_failure_reason_needs_the_failed_status(client: TestClient) -> None:
+    run_id = client.post("/api/v1/runs", json=run_body(name="not-failing")).json()["id"]
+    answer = client.patch(
+        f"/api/v1/runs/{run_id}", json={"status": "finished", "failure_reason": "x"}
+    )
+    assert answer.status_code == 422
+    assert [e["field"] for e in answer.json()["errors"]] == ["failure_reason"]
+    assert client.get(f"/api/v1/runs/{run_id}").json()["status"] == "running"

@@ -9,7 +9,7 @@ import httpx
 import torch
 
 from tests._servers import ServerThread
-from trainer_hooks import StepInputs, grpo_advantages, watch
+from trainer_hooks import RunSession, StepInputs, grpo_advantages, watch
 
 G = 8
 B = 4
@@ -126,3 +126,91 @@ def test_watch_with_its_documented_defaults_streams_zprime(server: ServerThread)
     assert result.metrics["log_zprime_mean"] is not None
     stored = httpx.get(f"{server.url}/api/v1/runs/{run_id}").json()
     assert stored["config"]["reference_beta"] == 0.04
+
+
+def test_answer_keys_nested_as_b_by_g_equal_the_flat_form() -> None:
+    from trainer_hooks import Monitor
+
+    generator = torch.Generator().manual_seed(3)
+    rewards = (torch.rand(B, G, generator=generator) > 0.5).float()
+    flat = [str(int(x)) for x in torch.randint(0, 3, (B * G,), generator=generator)]
+    nested = [flat[b * G : (b + 1) * G] for b in range(B)]
+    entropy = torch.rand(B, G, 5, generator=generator)
+    results = []
+    for keys, ent, mask in (
+        (flat, entropy, torch.ones(B, G, 5)),
+        (nested, entropy, torch.ones(B, G, 5)),
+        (nested, entropy.reshape(B * G, 5), torch.ones(B * G, 5)),  # tokens flat, rewards dense
+    ):
+        monitor = Monitor(group_size=G, kl_beta=0.04)
+        inputs = StepInputs(
+            rewards=rewards,
+            advantages=grpo_advantages(rewards),
+            answer_keys=keys,
+            token_entropy=ent,
+            mask=mask,
+        )
+        results.append(monitor.step(inputs).metrics)
+    assert results[0]["log_zprime_mean"] is not None
+    assert results[0] == results[1] == results[2]
+
+
+def test_ragged_nested_answer_keys_name_the_expected_layout() -> None:
+    import pytest
+
+    from trainer_hooks import ShapeError
+
+    rewards = torch.ones(B, G)
+    with pytest.raises(ShapeError, match=r"\[B\]\[G\] \(here \[4\]\[8\]\)"):
+        StepInputs(rewards=rewards, answer_keys=[["a"] * G] * (B - 1) + [["a"] * (G - 1)])
+
+
+def test_a_step_that_fails_in_the_hooks_is_visible_on_the_run(server: ServerThread) -> None:
+    """The README loop with a wrong shape: the error reaches the loop, and the run says failed,
+    with the hooks' reason, and a verdict that is not "healthy"."""
+    import pytest
+
+    from trainer_hooks import ShapeError
+
+    bad = _inputs(1)
+    wrong = StepInputs(rewards=bad.rewards, advantages=bad.advantages, answer_keys=["x"])
+
+    def loop() -> None:
+        with watch(server.url, name="bad-shape", group_size=G, poll_wait=5) as run:
+            run.step(_inputs(0))
+            assert _wait_for(lambda: run.run is not None)
+            session.append(run)
+            run.step(wrong)  # the ShapeError leaves the loop, as in the README's example
+
+    session: list[RunSession] = []
+    with pytest.raises(ShapeError):
+        loop()
+    run = session[0]
+    assert run.run is not None
+    stored = httpx.get(f"{server.url}/api/v1/runs/{run.run.id}").json()
+    assert stored["status"] == "failed"
+    assert stored["verdict"] == "failed"
+    assert stored["failure_reason"].startswith("step 1 failed in trainer_hooks: ShapeError:")
+    assert "answer_keys" in stored["failure_reason"]
+
+
+def test_an_error_in_the_loop_itself_is_recorded_as_the_failure(server: ServerThread) -> None:
+    import pytest
+
+    def loop() -> RunSession:
+        with watch(server.url, name="loop-error", group_size=G, poll_wait=5) as run:
+            run.step(_inputs(0))
+            assert _wait_for(lambda: run.run is not None)
+            session.append(run)
+            raise RuntimeError("CUDA out of memory")
+
+    session: list[RunSession] = []
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        loop()
+    run = session[0]
+    assert run.run is not None
+    stored = httpx.get(f"{server.url}/api/v1/runs/{run.run.id}").json()
+    assert stored["status"] == "failed"
+    assert stored["failure_reason"] == (
+        "the training loop raised: RuntimeError: CUDA out of memory"
+    )
