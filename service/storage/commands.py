@@ -1,11 +1,19 @@
-"""Commands: create, deliver (long-poll side), acknowledge, list."""
+"""Commands: create, deliver (long-poll side), acknowledge, list.
+
+A command is a state machine held in the database: ``pending → delivered → applied | rejected |
+expired``. Every transition is a compare-and-set (an ``UPDATE ... WHERE status IN (...)``), so of
+two concurrent transitions of one command exactly one takes effect, and a partial unique index
+(revision 0005) keeps at most one outstanding command of each kind per run. Writers that touch a
+run's commands lock the run row first (detection does too), so they queue instead of deadlocking.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
@@ -13,8 +21,19 @@ from service.db.models import AlphaDecisionRow, Command, Run
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.schemas.commands import CommandAck, CommandCreate
 from service.storage._pagination import keyset_page
+from service.storage._transactions import begin_write
 
 OUTSTANDING = ("pending", "delivered")
+CREATE_ATTEMPTS = 3
+
+
+def _lock_run(session: Session, run_id: int) -> Run:
+    """Begin the write and lock the run row (the order every command writer follows)."""
+    begin_write(session)
+    run = session.scalars(select(Run).where(Run.id == run_id).with_for_update()).first()
+    if run is None:
+        raise NotFoundError(f"run {run_id} does not exist", field="run_id")
+    return run
 
 
 def outstanding_stop(session: Session, run_id: int) -> Command | None:
@@ -71,14 +90,31 @@ def add_command(
 
 
 def create_operator_command(session: Session, run_id: int, spec: CommandCreate) -> Command:
-    run = session.get(Run, run_id)
-    if run is None:
-        raise NotFoundError(f"run {run_id} does not exist", field="run_id")
+    """Issue an operator's command in one transaction: an adjust_alpha replaces the outstanding
+    one; an early_stop while one is outstanding is a 409. The unique index is the guarantee; a
+    writer that lost a race to it retries (a stop then sees the winner and gets its 409)."""
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            return _create_operator_command(session, run_id, spec)
+        except IntegrityError:
+            session.rollback()
+            if attempt + 1 == CREATE_ATTEMPTS:
+                raise ConflictError(
+                    f"run {run_id} has a concurrent {spec.kind} outstanding; retry",
+                    field="kind",
+                ) from None
+    raise AssertionError("unreachable")
+
+
+def _create_operator_command(session: Session, run_id: int, spec: CommandCreate) -> Command:
+    run = _lock_run(session, run_id)
     if run.status in ("finished", "failed"):
+        session.rollback()
         raise ConflictError(
             f"run {run_id} is {run.status}; commands go only to live runs", field="run_id"
         )
     if spec.kind == "early_stop" and outstanding_stop(session, run_id) is not None:
+        session.rollback()
         raise ConflictError(
             f"run {run_id} already has an early_stop outstanding; wait for its ack", field="kind"
         )
@@ -104,7 +140,8 @@ def deliver(session: Session, run_id: int) -> list[Command]:
     """Outstanding commands, oldest first; pending ones become delivered. Expired ones drop out.
 
     Delivered-but-unacknowledged commands are returned again, so a trainer that died between
-    receiving and applying a command gets it after it resumes (it deduplicates by id)."""
+    receiving and applying a command gets it after it resumes (it deduplicates by id). Both
+    transitions are conditional updates: an ack that lands meanwhile is never overwritten."""
     now = utcnow()
     session.execute(
         update(Command)
@@ -116,17 +153,19 @@ def deliver(session: Session, run_id: int) -> list[Command]:
         )
         .values(status="expired", ack_detail="expired before delivery")
     )
+    session.execute(
+        update(Command)
+        .where(Command.run_id == run_id, Command.status == "pending")
+        .values(status="delivered", delivered_at=now)
+    )
     commands = list(
         session.scalars(
             select(Command)
             .where(Command.run_id == run_id, Command.status.in_(OUTSTANDING))
             .order_by(Command.id)
+            .execution_options(populate_existing=True)
         )
     )
-    for command in commands:
-        if command.status == "pending":
-            command.status = "delivered"
-            command.delivered_at = now
     session.commit()
     return commands
 
@@ -143,34 +182,52 @@ def has_outstanding(session: Session, run_id: int) -> bool:
 
 
 def acknowledge(session: Session, run_id: int, command_id: int, ack: CommandAck) -> Command:
-    """Record the trainer's ack; idempotent (the same ack again changes nothing)."""
-    command = session.get(Command, command_id)
-    if command is None or command.run_id != run_id:
-        raise NotFoundError(f"run {run_id} has no command {command_id}", field="command_id")
-    if command.status in ("applied", "rejected"):
-        if command.status == ack.status and (ack.step is None or ack.step == command.applied_step):
-            return command
-        raise ConflictError(
-            f"command {command_id} was already acknowledged as {command.status} at step "
-            f"{command.applied_step}; an ack cannot be changed",
-            field="status",
+    """Record the trainer's ack as a compare-and-set: only an outstanding command moves, so of
+    concurrent acks exactly one wins; the same ack again is idempotent (200, nothing changes); a
+    different one gets 409 and changes nothing. The run's α or status follows in the same
+    transaction."""
+    if ack.status == "applied" and ack.step is None:
+        raise InvalidInputError("step is required when status is applied", field="step")
+    run = _lock_run(session, run_id)
+    now = utcnow()
+    moved = session.execute(
+        update(Command)
+        .where(
+            Command.id == command_id,
+            Command.run_id == run_id,
+            Command.status.in_(OUTSTANDING),
         )
-    if command.status == "expired":
+        .values(
+            status=ack.status,
+            applied_step=ack.step,
+            ack_detail=ack.detail,
+            acked_at=now,
+            delivered_at=func.coalesce(Command.delivered_at, now),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    won = bool(moved.rowcount)  # type: ignore[attr-defined]
+    command = session.scalars(
+        select(Command).where(Command.id == command_id).execution_options(populate_existing=True)
+    ).first()
+    if command is None or command.run_id != run_id:
+        session.rollback()
+        raise NotFoundError(f"run {run_id} has no command {command_id}", field="command_id")
+    if not won:
+        session.rollback()
+        if command.status in ("applied", "rejected"):
+            same_step = ack.step is None or ack.step == command.applied_step
+            if command.status == ack.status and same_step:
+                return command
+            raise ConflictError(
+                f"command {command_id} was already acknowledged as {command.status} at step "
+                f"{command.applied_step}; an ack cannot be changed",
+                field="status",
+            )
         raise ConflictError(
             f"command {command_id} expired ({command.ack_detail}); do not apply it",
             field="command_id",
         )
-    if ack.status == "applied" and ack.step is None:
-        raise InvalidInputError("step is required when status is applied", field="step")
-    now = utcnow()
-    command.status = ack.status
-    command.applied_step = ack.step
-    command.ack_detail = ack.detail
-    command.acked_at = now
-    if command.delivered_at is None:
-        command.delivered_at = now
-    run = session.get(Run, run_id)
-    assert run is not None
     if ack.status == "applied" and command.kind == "early_stop":
         run.status = "stopped"
         run.verdict = "stopped"

@@ -1,13 +1,21 @@
 from __future__ import annotations
 
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from service.db.base import Base
-from service.db.migrate import current_revision, head_revision
+from service.db.engine import make_engine
+from service.db.migrate import current_revision, head_revision, upgrade
 from service.db.models import Step
 from service.metric_names import STEP_METRIC_NAMES
+from tests._servers import postgres_url_or_skip, scratch_postgres_database
 
 
 def test_autogenerate_finds_no_difference_between_models_and_migrations(engine: Engine) -> None:
@@ -32,3 +40,62 @@ def test_every_standard_metric_is_a_step_column() -> None:
         "n_queries",
         "query_histograms",
     }
+
+
+def test_0005_settles_duplicate_outstanding_commands_then_forbids_them(
+    backend: str, tmp_path: Path
+) -> None:
+    """Rows from before revision 0005 that break "one outstanding per kind": the newest
+    adjust_alpha and the oldest early_stop stay, the others expire; then the index holds."""
+    with ExitStack() as stack:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path / 'old.db'}"
+        else:
+            url = stack.enter_context(scratch_postgres_database(postgres_url_or_skip()))
+        engine = make_engine(url)
+        stack.callback(engine.dispose)
+        upgrade(engine, "0004")
+        now = datetime.now(UTC)
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO runs (id, project, name, group_size, kl_beta, config, tags, "
+                    "status, created_at, updated_at, verdict) VALUES (1, 'p', 'r', 8, 0.0, "
+                    "'{}', '{}', 'running', :now, :now, 'healthy')"
+                ),
+                {"now": now},
+            )
+            for kind, status in [
+                ("adjust_alpha", "pending"),
+                ("adjust_alpha", "delivered"),
+                ("adjust_alpha", "pending"),
+                ("early_stop", "delivered"),
+                ("early_stop", "pending"),
+                ("adjust_alpha", "applied"),
+            ]:
+                connection.execute(
+                    text(
+                        "INSERT INTO commands (run_id, kind, status, source, reason, rules, "
+                        "created_at) VALUES (1, :kind, :status, 'operator', 'r', '[]', :now)"
+                    ),
+                    {"kind": kind, "status": status, "now": now},
+                )
+        upgrade(engine)
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT id, status FROM commands ORDER BY id")).all()
+        assert [status for _, status in rows] == [
+            "expired",
+            "expired",
+            "pending",
+            "delivered",
+            "expired",
+            "applied",
+        ]
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO commands (run_id, kind, status, source, reason, rules, "
+                    "created_at) VALUES (1, 'early_stop', 'pending', 'operator', 'r', '[]', :now)"
+                ),
+                {"now": now},
+            )
