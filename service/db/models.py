@@ -193,7 +193,7 @@ class Command(Base):
 
 
 Index("ix_commands_run_id_status", Command.run_id, Command.status)
-# Revision 0006: at most one outstanding (pending or delivered) command of each kind per run, so
+# Revision 0007: at most one outstanding (pending or delivered) command of each kind per run, so
 # two concurrent early_stops cannot both be issued and a new adjust_alpha must replace the old.
 _OUTSTANDING = Command.status.in_(("pending", "delivered"))
 Index(

@@ -3,7 +3,7 @@
 A command is a state machine held in the database: ``pending → delivered → applied | rejected |
 expired``. Every transition is a compare-and-set (an ``UPDATE ... WHERE status IN (...)``), so of
 two concurrent transitions of one command exactly one takes effect, and a partial unique index
-(revision 0006) keeps at most one outstanding command of each kind per run. Writers that touch a
+(revision 0007) keeps at most one outstanding command of each kind per run. Writers that touch a
 run's commands lock the run row first (detection does too), so they queue instead of deadlocking.
 """
 

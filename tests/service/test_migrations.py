@@ -42,10 +42,10 @@ def test_every_standard_metric_is_a_step_column() -> None:
     }
 
 
-def test_0006_settles_duplicate_outstanding_commands_then_forbids_them(
+def test_0007_settles_duplicate_outstanding_commands_then_forbids_them(
     backend: str, tmp_path: Path
 ) -> None:
-    """Rows from before revision 0006 that break "one outstanding per kind": the newest
+    """Rows from before revision 0007 that break "one outstanding per kind": the newest
     adjust_alpha and the oldest early_stop stay, the others expire; then the index holds."""
     with ExitStack() as stack:
         if backend == "sqlite":
@@ -54,7 +54,7 @@ def test_0006_settles_duplicate_outstanding_commands_then_forbids_them(
             url = stack.enter_context(scratch_postgres_database(postgres_url_or_skip()))
         engine = make_engine(url)
         stack.callback(engine.dispose)
-        upgrade(engine, "0005")
+        upgrade(engine, "0006")
         now = datetime.now(UTC)
         with engine.begin() as connection:
             connection.execute(
