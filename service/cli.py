@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     from service.demo import add_demo_parser
 
     add_demo_parser(commands)
+    from service.doctor import add_doctor_parser
+
+    add_doctor_parser(commands)
     from service.importer import add_import_parser
 
     add_import_parser(commands)

@@ -90,7 +90,7 @@ async def update_run(
         own_run_end = (
             principal.can_write_run(run_id)
             and body.status in ("finished", "failed", "stopped")
-            and body.model_fields_set == {"status"}
+            and body.model_fields_set <= {"status", "failure_reason"}
         )
         if not own_run_end:
             raise HTTPException(
@@ -104,3 +104,23 @@ async def update_run(
     if body.status is not None:
         await broker.publish(run_id)  # a run that ended releases its trainer's long-poll
     return RunOut.model_validate(run)
+
+
+@router.delete(
+    "/{run_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a run and everything stored about it; operator token",
+    description="Steps, per-query rows, alerts, commands, α decisions and the run's ingest "
+    "tokens go with it. Not undoable.",
+)
+async def delete_run(
+    run_id: RunId,
+    session: SessionDep,
+    broker: BrokerDep,
+    token_cache: TokenCacheDep,
+    _: Operator,
+) -> Response:
+    await run_in_threadpool(run_store.delete_run, session, run_id)
+    token_cache.clear()
+    await broker.publish(run_id)  # a trainer still long-polling learns the run is gone
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -101,3 +101,10 @@ def update_run(session: Session, run_id: int, change: RunUpdate) -> Run:
         run.tags = dict(change.tags)
     session.commit()
     return run
+
+
+def delete_run(session: Session, run_id: int) -> None:
+    """Delete the run; every row that belongs to it goes with it (ON DELETE CASCADE)."""
+    run = get(session, run_id)
+    session.delete(run)
+    session.commit()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.service._helpers import run_body
@@ -102,3 +103,30 @@ def test_failure_reason_needs_the_failed_status(client: TestClient) -> None:
     assert answer.status_code == 422
     assert [e["field"] for e in answer.json()["errors"]] == ["failure_reason"]
     assert client.get(f"/api/v1/runs/{run_id}").json()["status"] == "running"
+
+
+def test_delete_run_removes_everything_it_owns(client: TestClient, app: FastAPI) -> None:
+    from sqlalchemy import func, select
+
+    from service.db.models import Command, QueryStat, Step
+    from tests.service._helpers import step_record
+
+    run_id = client.post("/api/v1/runs", json=run_body(name="doomed")).json()["id"]
+    keep = client.post("/api/v1/runs", json=run_body(name="kept")).json()["id"]
+    for rid in (run_id, keep):
+        stored = client.post(
+            f"/api/v1/runs/{rid}/steps", json={"steps": [step_record(s) for s in range(3)]}
+        )
+        assert stored.status_code == 200, stored.text
+    client.post(f"/api/v1/runs/{run_id}/commands", json={"kind": "early_stop", "reason": "x"})
+    assert client.delete(f"/api/v1/runs/{run_id}").status_code == 204
+    assert client.get(f"/api/v1/runs/{run_id}").status_code == 404
+    assert client.get(f"/api/v1/runs/{run_id}/steps").status_code == 404
+    assert client.delete(f"/api/v1/runs/{run_id}").status_code == 404
+    with app.state.session_factory() as session:
+        for table in (Step, QueryStat, Command):
+            rows = session.scalar(select(func.count()).where(table.run_id == run_id))
+            assert rows == 0, table.__tablename__
+    # The other run is untouched.
+    assert len(client.get(f"/api/v1/runs/{keep}/steps").json()["items"]) == 3
+    assert client.get(f"/api/v1/runs/{keep}/steps/1").json()["n_queries"] == 3
