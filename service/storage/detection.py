@@ -146,8 +146,8 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
             commanded_alpha = outcome.alpha.new_alpha
     run.detector_state = state.to_json()
     run.model_collapse_step = state.model_collapse_step
-    if state.peak is not None:
-        run.best_step = state.peak.step
+    if state.peak is not None and not (stopping and run.best_step is not None):
+        run.best_step = state.peak.step  # an issued stop's best step stays the run's best step
     if outcome is not None and run.status != "failed":  # failed keeps its verdict until reopened
         run.verdict = "stopped" if stopping else outcome.verdict.value
     session.commit()
@@ -222,6 +222,8 @@ def _request_stop(session: Session, run: Run, outcome: StepOutcome) -> int:
         issued_step=outcome.transitions.step,
     )
     run.stop_reason = reason[:1024]
+    if best_step is not None:
+        run.best_step = best_step  # the run, its alert and its stop name the same best step
     return 1
 
 

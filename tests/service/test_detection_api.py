@@ -253,3 +253,25 @@ def test_a_stop_acknowledged_mid_pass_is_not_requested_twice(
     _post_trace(client, run_id, trace[cut:], batch=10)
     kinds = [c["kind"] for c in _all(client, f"/api/v1/runs/{run_id}/commands/history")]
     assert kinds.count("early_stop") == 1
+
+
+def test_the_run_its_stop_and_its_alert_name_one_best_step(client: TestClient) -> None:
+    """The page used to say "best step –" while the entropy alert and the automatic stop both
+    said 23: the run's best_step is the stop's."""
+    trace = _traces.entropy_collapse()
+    run_id = client.post("/api/v1/runs", json=run_body("best", group_size=8)).json()["id"]
+    _post_trace(client, run_id, trace, batch=10)
+    stops = [
+        c
+        for c in client.get(f"/api/v1/runs/{run_id}/commands/history").json()["items"]
+        if c["kind"] == "early_stop"
+    ]
+    assert len(stops) == 1
+    assert stops[0]["best_step"] is not None
+    run = client.get(f"/api/v1/runs/{run_id}").json()
+    assert run["best_step"] == stops[0]["best_step"]
+    assert client.get(f"/api/v1/runs/{run_id}/collapse").json()["best_step"] == run["best_step"]
+    alert = client.get(
+        "/api/v1/alerts", params={"run_id": run_id, "rule": "entropy_floor"}
+    ).json()["items"][0]
+    assert alert["rollback_step"] == run["best_step"]
