@@ -3,6 +3,7 @@ code cannot rot (the peers need their own virtual environment and are not run he
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -43,3 +44,21 @@ def test_latency_benchmark_runs(app: FastAPI) -> None:
         result = bench_peers.bench_latency(server.url, samples=2, setup="smoke")
     assert len(result.from_send_ms) == 2
     assert all(0 < ms < 10_000 for ms in result.from_send_ms)
+
+
+def test_import_benchmark_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_import.py"), "--steps", "30"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+    rows = [
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith("| verl") or line.startswith("| tensorboard")
+    ]
+    assert len(rows) == 2, result.stdout
+    assert "| 900 |" in rows[0]  # 30 steps × 30 veRL metrics
+    assert "| 240 |" in rows[1]  # 30 steps × 8 TensorBoard scalars

@@ -331,3 +331,30 @@ def test_token_is_sent_and_a_403_says_operator_token(tmp_path: Path, browser: An
         assert ("POST", f"/api/v1/runs/{run.id}/commands") in sent
         assert any(m == "GET" and p.startswith("/api/v1/runs") for m, p in sent)
         assert all(path.startswith("/api/v1/") for _, path in sent)
+
+
+def test_imported_runs_are_marked(
+    sqlite_server: ServerThread, browser: Any, tmp_path: Path
+) -> None:
+    from service.importer import run_import
+    from tests.service.importer._logs import write_summary_writer_run
+
+    write_summary_writer_run(tmp_path / "tb" / "old-collapse", steps=12)
+    (report,) = run_import([tmp_path / "tb"], url=sqlite_server.url, project="web")
+    with SharpwatchClient(sqlite_server.url, flush_interval=0.01) as client:
+        live = client.register_run("live-run", project="web", group_size=GROUP, kl_beta=0.04)
+        _feed(client, range(3))
+
+    browser.get(sqlite_server.url + "/")
+    imported_row = f'tr[data-run-id="{report.run_id}"]'
+    live_row = f'tr[data-run-id="{live.id}"]'
+    _wait(browser, lambda d: _text(d, imported_row) and _text(d, live_row), "both rows")
+    assert "imported" in (_text(browser, f"{imported_row} .sub") or "")
+    assert "imported" not in (_text(browser, f"{live_row} .sub") or "")
+    browser.get(report.link)
+    _wait(browser, lambda d: _text(d, "#run-last-step") == "11", "the imported run's page")
+    assert _text(browser, "#run-imported") == "imported"
+    browser.get(f"{sqlite_server.url}/#/runs/{live.id}")
+    _wait(browser, lambda d: _text(d, "#run-last-step") == "2", "the live run's page")
+    assert _text(browser, "#run-imported") is None
+    assert _page_errors(browser) == []

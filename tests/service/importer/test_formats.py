@@ -180,3 +180,34 @@ def test_detection_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(LogReadError, match="no such file"):
         read_logs([tmp_path / "missing"])
     assert math.isnan(float("nan"))  # the NaN sentinel used by readers is a float NaN
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_a_file_written_by_verls_own_file_logger(
+    sqlite_server: ServerThread, tmp_path: Path
+) -> None:
+    """``data/verl_file_logger.jsonl`` was written by veRL 0.9.1's ``Tracking`` (backend
+    ``file``; ``data/make_verl_file_log.py`` says how to write it again)."""
+    path = DATA / "verl_file_logger.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    entropy = {rec["step"]: rec["data"]["actor/entropy"] for rec in lines if rec["step"] > 0}
+    steps = sorted(entropy)
+    crossing = steps[expected_floor_step([entropy[s] for s in steps])]
+    assert crossing == 47  # below 0.10 from step 43; the window of 5 is full at 47
+
+    assert detect_format(path) == "verl-jsonl"
+    (report,) = run_import([path], url=sqlite_server.url, group_size=5)
+    assert report.name == "verl_file_logger"
+    assert report.steps == 61  # step 0 holds the first validation only
+    floor = report.first_alert("entropy_floor")
+    assert floor is not None
+    assert floor.first_step == crossing
+    assert report.stop is not None
+    assert report.stop.step == crossing
+    nan = report.first_alert("non_finite")
+    assert nan is not None
+    assert nan.first_step == 50  # orjson wrote veRL's NaN grad norm as null
+    assert report.best_step == 42  # the last step with entropy at or above the floor
+    assert "degenerate_groups" in {n.rule for n in report.not_run}  # veRL logs no such share
