@@ -1,19 +1,25 @@
-"""The HTTP client: registers a run and streams step records from a background thread.
+"""The HTTP client: registers a run and streams step records through a write-ahead log.
 
 The training loop only ever calls :meth:`SharpwatchClient.submit`, which appends to an in-memory
-queue and returns; it never blocks on the network and never raises. A background thread batches
-records and posts them in order, retrying with exponential backoff and jitter while the service
-is down (re-sends are safe: the service treats an identical step as a duplicate).
+queue and returns; it never blocks on the network and never raises. A writer thread appends each
+record to the run's on-disk log (``_spool.py``) within milliseconds and fsyncs it in batches; a
+sender thread posts batches from the log in order, retrying with exponential backoff and jitter
+while the service is down, and advances the log's offset only on the service's acknowledgement
+(re-sends are safe: the service treats an identical step as a duplicate). SIGTERM and SIGINT
+fsync the log before the process ends (``_exit.py``).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
+import json
 import logging
 import math
 import random
 import re
+import signal
 import threading
 import time
 import weakref
@@ -26,12 +32,22 @@ from typing import Any, Literal
 
 import httpx
 
+from trainer_hooks import _exit
 from trainer_hooks._errors import ConfigurationError, ServiceError
-from trainer_hooks._spool import Spool, default_spool_dir, spool_key
+from trainer_hooks._spool import (
+    WriteAheadLog,
+    body_size,
+    default_spool_dir,
+    encode_body,
+    spool_key,
+    step_of,
+)
 
 log = logging.getLogger("trainer_hooks.client")
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Set on the next step record after damaged spool lines were skipped: how many so far.
+BAD_LINES_METRIC = "client_spool_bad_lines"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +97,14 @@ def _sanitize_query(query: Mapping[str, Any]) -> dict[str, Any]:
 class SharpwatchClient:
     """Talks to one sharpwatch service for one run.
 
-    Records queue in memory; while the service is unreachable they spill to an on-disk spool
-    (one per run, surviving a trainer restart) and replay in order when it is back.
+    Every record goes through an on-disk write-ahead log first (one per run, surviving a
+    trainer restart) and is sent from it; the log's offset advances only when the service
+    acknowledges. :meth:`submit` is an in-memory append: a writer thread serialises records to
+    the log within milliseconds and fsyncs it at most ``fsync_interval`` seconds later, a sender
+    thread posts batches from the log in order, retrying with backoff while the service is down.
+    Both threads are supervised: an exception restarts them; a damaged log line is skipped,
+    counted (:attr:`bad_lines`) and reported. Without a log (``spool_dir=False``, or the log
+    could not be opened) records wait in memory.
 
     Args:
         base_url: the service, e.g. ``http://127.0.0.1:8000``.
@@ -90,13 +112,17 @@ class SharpwatchClient:
             the run's own ingest token that the service returns).
         transport: an ``httpx`` transport (tests hand in their own).
         timeout: seconds per HTTP request.
-        max_queue: records held in memory; beyond it they spill to the spool (or, with
-            ``spool_dir=False``, the oldest are dropped with a warning).
+        max_queue: records held in memory (before they reach the log, or all of them without a
+            log); beyond it the oldest are dropped with a warning.
         batch_size: most records per request.
         flush_interval: seconds the sender waits to fill a batch.
-        spool_dir: where spools live (default ``$SHARPWATCH_SPOOL_DIR`` or
-            ``~/.cache/sharpwatch/spool``); ``False`` disables spooling.
-        spool_warn_records: warn each time the spool grows by this many records.
+        spool_dir: where logs live (default ``$SHARPWATCH_SPOOL_DIR`` or
+            ``~/.cache/sharpwatch/spool``); ``False`` disables the log.
+        spool_warn_records: warn each time the unsent part of the log grows by this many records.
+        fsync_interval: most seconds between a record reaching the log and its fsync (0: fsync
+            every write).
+        exit_flush_timeout: on SIGTERM, seconds to let a reachable service take what is unsent
+            before the process ends (the rest stays in the log for the next start).
     """
 
     def __init__(
@@ -112,6 +138,8 @@ class SharpwatchClient:
         max_backoff: float = 10.0,
         spool_dir: Path | str | Literal[False] | None = None,
         spool_warn_records: int = 10_000,
+        fsync_interval: float = 1.0,
+        exit_flush_timeout: float = 2.0,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigurationError(
@@ -129,6 +157,14 @@ class SharpwatchClient:
             raise ConfigurationError(f"max_backoff must be > 0 seconds, got {max_backoff}")
         if spool_warn_records < 1:
             raise ConfigurationError(f"spool_warn_records must be ≥ 1, got {spool_warn_records}")
+        if not 0 <= fsync_interval <= 60:
+            raise ConfigurationError(
+                f"fsync_interval must be in 0..60 seconds, got {fsync_interval}"
+            )
+        if exit_flush_timeout < 0:
+            raise ConfigurationError(
+                f"exit_flush_timeout must be ≥ 0 seconds, got {exit_flush_timeout}"
+            )
         headers = {"user-agent": "sharpwatch-trainer-hooks"}
         if token:
             headers["authorization"] = f"Bearer {token}"
@@ -140,27 +176,49 @@ class SharpwatchClient:
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_backoff = max_backoff
+        self._fsync_interval = fsync_interval
+        self._exit_flush_timeout = exit_flush_timeout
         self._spool_dir: Path | None = (
             None
             if spool_dir is False
             else (default_spool_dir() if spool_dir is None else Path(spool_dir))
         )
-        self._spool: Spool | None = None
+        self._wal: WriteAheadLog | None = None
         self._spool_warn = spool_warn_records
         self._spool_warned_at = 0
-        self._queue: deque[dict[str, Any]] = deque()
-        self._in_flight = 0
         self._cond = threading.Condition()
+        self._records: deque[dict[str, Any]] = deque()  # submitted, not yet serialised
+        self._writing = 0  # records the writer has taken and not yet placed
+        self._lines: deque[bytes] = deque()  # serialised records waiting in memory (no log)
+        self._lines_in_flight = 0  # the first this many of _lines are being posted
+        self._last_sync = time.monotonic()
+        self._last_offset_save = time.monotonic()
         self._closed = False
         self._run: RunInfo | None = None
         self._spec: dict[str, Any] | None = None
         self._on_registered: list[Callable[[RunInfo], None]] = []
         self._thread: threading.Thread | None = None
+        self._max_body: int | None = None  # learned from a 413
+        self._oversize_reported: set[int | None] = set()
+        self._bad_lines_reported = 0
+        self._crash_at: tuple[str, int] | None = None
+        self._crash_count = 0
         self.dropped = 0
         self.rejected = 0
         self.sent = 0
+        self.bad_lines = 0  # damaged log lines skipped
+        self.restarts = 0  # times the writer or sender thread was restarted after an exception
         self.last_error: str | None = None
+        self.flush_error: str | None = None  # why the last flush() returned False
+        self._writer = threading.Thread(
+            target=self._supervised,
+            args=(self._write_loop, "writer"),
+            name="sharpwatch-writer",
+            daemon=True,
+        )
+        self._writer.start()
         _live_clients.add(self)
+        _exit.register(self)
 
     # -- registration -------------------------------------------------------------------------
     def register_run(
@@ -254,29 +312,53 @@ class SharpwatchClient:
         """The underlying HTTP client (shared with the command poller)."""
         return self._http
 
+    @property
+    def last_spooled_step(self) -> int | None:
+        """The highest step this run's log has seen (sent or not), also after a restart; a
+        resumed trainer numbers its new steps after it and after the service's last step."""
+        with self._cond:
+            return self._wal.last_step if self._wal is not None else None
+
+    @property
+    def spool_path(self) -> Path | None:
+        with self._cond:
+            return self._wal.path if self._wal is not None else None
+
     def _open_spool(self) -> None:
-        if self._spool_dir is None or self._spec is None or self._spool is not None:
+        if self._spool_dir is None or self._spec is None or self._wal is not None:
             return
         try:
-            spool = Spool(
+            wal = WriteAheadLog(
                 self._spool_dir,
                 spool_key(self.base_url, self._spec["project"], self._spec["name"]),
             )
         except OSError as exc:
-            log.warning("sharpwatch spool unavailable at %s: %s", self._spool_dir, exc)
+            log.warning(
+                "sharpwatch spool unavailable at %s (%s); step records wait in memory and are "
+                "lost if the trainer dies before the service takes them",
+                self._spool_dir,
+                exc,
+            )
             return
         with self._cond:
-            self._spool = spool
-        if spool.pending:
+            if self._lines:  # submitted before the run was known: older than what follows
+                try:
+                    wal.append(list(self._lines), None)
+                    self._lines.clear()
+                except OSError as exc:
+                    log.warning("sharpwatch could not write its spool %s: %s", wal.path, exc)
+            self._wal = wal
+            self._cond.notify_all()
+        if wal.pending:
             log.warning(
                 "sharpwatch found %d unsent step records of this run in %s; sending them first",
-                spool.pending,
-                spool.path,
+                wal.pending,
+                wal.path,
             )
 
-    # -- sending ------------------------------------------------------------------------------
+    # -- the training loop's side -------------------------------------------------------------
     def submit(self, record: Mapping[str, Any]) -> None:
-        """Queue one step record for sending. Never blocks on the network, never raises."""
+        """Queue one step record for the log. Never blocks on the network, never raises."""
         try:
             clean = sanitize_record(record)
         except Exception as exc:  # a malformed record must not reach the training loop
@@ -287,69 +369,151 @@ class SharpwatchClient:
             if self._closed:
                 self.dropped += 1
                 return
-            if len(self._queue) >= self._max_queue and self._spool is None:
-                self._queue.popleft()
-                self.dropped += 1
-                if self.dropped == 1 or self.dropped % 1000 == 0:
-                    log.warning(
-                        "sharpwatch client queue full (%d records) and no spool: dropped %d "
-                        "oldest so far; the service at %s is unreachable or too slow",
-                        self._max_queue,
-                        self.dropped,
-                        self.base_url,
-                    )
-            self._queue.append(clean)
-            self._cond.notify()
+            if self.bad_lines > self._bad_lines_reported:
+                # Damaged log lines were skipped since the last record: say so in this one.
+                clean["metrics"][BAD_LINES_METRIC] = float(self.bad_lines)
+                self._bad_lines_reported = self.bad_lines
+            if len(self._records) + len(self._lines) >= self._max_queue:
+                if self._wal is not None and not self._lines:
+                    self._write_behind_locked()  # the writer lags: help it, drop nothing
+                else:
+                    self._drop_oldest_locked()
+            self._records.append(clean)
+            self._cond.notify_all()
+
+    def _write_behind_locked(self) -> None:
+        """Write the queued records from the caller's thread, after the writer's own batch
+        (so the log keeps submission order). Only when ``max_queue`` records wait."""
+        while self._writing:
+            self._cond.wait(0.05)
+        batch = list(self._records)
+        self._records.clear()
+        lines, last_step = self._serialise(batch)
+        self._place_locked(lines, last_step)
+
+    def _drop_oldest_locked(self) -> None:
+        if len(self._lines) > self._lines_in_flight:
+            del self._lines[self._lines_in_flight]
+        elif self._records:
+            self._records.popleft()
+        else:
+            return
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            log.warning(
+                "sharpwatch client queue full (%d records in memory%s): dropped %d oldest so "
+                "far; the service at %s is unreachable or too slow",
+                self._max_queue,
+                "" if self._wal is None else ", the spool is not keeping up",
+                self.dropped,
+                self.base_url,
+            )
+
+    def _pending_locked(self) -> int:
+        wal = self._wal.pending if self._wal is not None else 0
+        return len(self._records) + self._writing + len(self._lines) + wal
 
     @property
     def pending(self) -> int:
-        """Records not yet acknowledged by the service (memory and spool)."""
+        """Records not yet acknowledged by the service (memory and log)."""
         with self._cond:
-            spooled = self._spool.pending if self._spool is not None else 0
-            return len(self._queue) + self._in_flight + spooled
+            return self._pending_locked()
 
     @property
     def spooled(self) -> int:
+        """Records in the log that the service has not acknowledged."""
         with self._cond:
-            return self._spool.pending if self._spool is not None else 0
+            return self._wal.pending if self._wal is not None else 0
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued record is sent; False if ``timeout`` passed first."""
+        """Wait until every submitted record is acknowledged by the service. False if it did not
+        happen within ``timeout``; :attr:`flush_error` then says why."""
         deadline = time.monotonic() + timeout
         with self._cond:
             self._cond.notify_all()
-            while self._queue or self._in_flight or (self._spool and self._spool.pending):
+            while self._pending_locked():
+                if self._closed or self._thread is None:
+                    self.flush_error = (
+                        f"{self._pending_locked()} step records unsent: the client is "
+                        + ("closed" if self._closed else "not sending (no run registered)")
+                    )
+                    return False
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._thread is None or not self._thread.is_alive():
+                if remaining <= 0:
+                    self.flush_error = self._unsent_reason_locked(timeout)
                     return False
                 self._cond.wait(min(remaining, 0.05))
+        self.flush_error = None
         return True
 
+    def _unsent_reason_locked(self, timeout: float) -> str:
+        where = (
+            f"kept in the spool {self._wal.path}"
+            if self._wal is not None
+            else "held in memory (no spool)"
+        )
+        reason = self.last_error or "the sender is still working through them"
+        return (
+            f"{self._pending_locked()} step records not acknowledged after {timeout:g} s, "
+            f"{where}; last error: {reason}"
+        )
+
     def close(self, timeout: float = 10.0) -> None:
-        """Flush what is queued (up to ``timeout``), then stop. Records still unsent go to the
-        spool, to be sent when this run next opens (a restarted trainer)."""
+        """Flush what is queued (up to ``timeout``), then stop. Records still unsent stay in the
+        log, to be sent first when this run next opens (a restarted trainer)."""
         if self._closed:
             return
         flushed = self.flush(timeout)
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._writer.join(timeout=max(1.0, timeout))  # places what was submitted
         if self._thread is not None:
             self._thread.join(timeout=max(1.0, timeout))
         with self._cond:
-            left = len(self._queue)
-            if left and self._spool is not None:
-                self._spill_locked()
-                log.warning(
-                    "sharpwatch closed with %d unsent step records; kept in %s and sent when "
-                    "this run resumes",
-                    self._spool.pending,
-                    self._spool.path,
-                )
-            elif not flushed and left:
-                log.warning("sharpwatch client closed with %d unsent step records lost", left)
+            wal, self._wal = self._wal, None
+            if wal is not None:
+                wal.save_offset()
+                if wal.pending:
+                    log.warning(
+                        "sharpwatch closed with %d unsent step records; kept in %s and sent "
+                        "when this run resumes",
+                        wal.pending,
+                        wal.path,
+                    )
+                with contextlib.suppress(OSError):
+                    wal.close()
+            lost = self._pending_locked()
+            if not flushed and lost:
+                log.warning("sharpwatch client closed with %d unsent step records lost", lost)
         self._http.close()
         _live_clients.discard(self)
+        _exit.unregister(self)
+
+    def flush_for_exit(self, signum: int) -> None:
+        """From a SIGTERM/SIGINT handler (main thread): let the writer place what was
+        submitted, fsync the log and, on SIGTERM with the service reachable, give the sender up
+        to ``exit_flush_timeout`` seconds. Reads counters without the lock (the signal may have
+        interrupted the main thread while it held it)."""
+        deadline = time.monotonic() + 1.0
+        while (self._records or self._writing) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        wal = self._wal
+        if wal is not None:
+            wal.sync_fd()
+        if signum != signal.SIGTERM or self.last_error is not None or self._run is None:
+            return
+        deadline = time.monotonic() + self._exit_flush_timeout
+        while time.monotonic() < deadline:
+            unsent = len(self._records) + self._writing + len(self._lines)
+            if wal is not None:
+                unsent += wal.pending
+            if not unsent or self.last_error is not None:
+                break
+            time.sleep(0.01)
+        if wal is not None:
+            with contextlib.suppress(OSError):
+                wal.save_offset()
 
     def __enter__(self) -> SharpwatchClient:
         return self
@@ -365,94 +529,245 @@ class SharpwatchClient:
     def _start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._send_loop, name="sharpwatch-sender", daemon=True
+                target=self._supervised,
+                args=(self._send_loop, "sender"),
+                name="sharpwatch-sender",
+                daemon=True,
             )
             self._thread.start()
 
-    def _spill_locked(self) -> None:
-        """Move the memory queue to the spool (caller holds the lock). Order is kept: the spool
-        only ever receives records newer than what it already holds."""
-        if self._spool is None or not self._queue:
-            return
-        records = list(self._queue)
-        try:
-            self._spool.append(records)
-        except OSError as exc:
-            log.warning("sharpwatch could not write its spool %s: %s", self._spool.path, exc)
-            return
-        self._queue.clear()
-        if self._spool.pending - self._spool_warned_at >= self._spool_warn:
-            self._spool_warned_at = self._spool.pending
-            log.warning(
-                "sharpwatch spool holds %d unsent step records (%.1f MB) in %s; the service at "
-                "%s is unreachable (%s)",
-                self._spool.pending,
-                self._spool.pending_bytes / 1e6,
-                self._spool.path,
-                self.base_url,
-                self.last_error,
-            )
+    # -- supervision --------------------------------------------------------------------------
+    def _supervised(self, loop: Callable[[], None], what: str) -> None:
+        """Run ``loop`` until it returns; an exception is logged, counted and the loop starts
+        again (after a short pause). The same failure three times at the same place in the log
+        skips that line, so one poisonous record cannot stop the run's sending."""
+        failures = 0
+        while True:
+            try:
+                loop()
+                return
+            except Exception as exc:
+                failures += 1
+                with self._cond:
+                    self.restarts += 1
+                    self.last_error = f"{what} thread failed ({type(exc).__name__}: {exc})"
+                    log.error(
+                        "sharpwatch %s thread failed; restarting it (%d restarts so far)",
+                        what,
+                        self.restarts,
+                        exc_info=True,
+                    )
+                    if what == "sender":
+                        self._after_sender_crash_locked()
+                    if self._closed:
+                        return
+                    self._cond.wait(min(2.0, 0.05 * 2 ** min(failures, 6)))
+                    if self._closed and what == "sender":
+                        return
 
-    def _take_batch(self) -> tuple[list[dict[str, Any]], int | None] | None:
-        """The next batch (spool first, then memory) and its spool end offset; None to exit."""
-        with self._cond:
-            while True:
-                spooled = self._spool is not None and self._spool.pending > 0
-                if spooled or self._queue:
-                    break
-                if self._closed:
-                    return None
-                self._cond.wait()
-            if spooled:
-                assert self._spool is not None
-                batch, end = self._spool.peek(self._batch_size)
-                if batch:
-                    self._in_flight = len(batch)
-                    return batch, end
-                self._spool.consume(end, self._spool.pending)  # only torn or blank lines left
-                return [], None
-            if len(self._queue) < self._batch_size and not self._closed:
-                self._cond.wait(self._flush_interval)
-            count = min(self._batch_size, len(self._queue))
-            batch = [self._queue.popleft() for _ in range(count)]
-            self._in_flight = len(batch)
-            return batch, None
+    def _after_sender_crash_locked(self) -> None:
+        self._lines_in_flight = 0
+        place = ("log", self._wal.acked) if self._wal is not None else ("memory", self.sent)
+        if place == self._crash_at:
+            self._crash_count += 1
+        else:
+            self._crash_at, self._crash_count = place, 1
+        if self._crash_count < 3:
+            return
+        self._crash_at, self._crash_count = None, 0
+        if self._wal is not None and self._wal.acked < self._wal.end:
+            chunk = self._wal.read(self._wal.acked, self._wal.end, 1, None)
+            self._wal.ack(chunk.end, chunk.consumed)
+        elif self._lines:
+            self._lines.popleft()
+        else:
+            return
+        self.bad_lines += 1
+        log.error("sharpwatch skipped a step record that made its sender fail three times")
 
+    # -- the writer thread: memory → log ------------------------------------------------------
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._records:
+                    wal = self._wal
+                    if self._closed:
+                        if wal is not None:
+                            wal.sync()
+                        return
+                    due = None
+                    if wal is not None and wal.dirty:
+                        due = self._last_sync + self._fsync_interval - time.monotonic()
+                        if due <= 0:
+                            break
+                    self._cond.wait(due)
+                batch = list(self._records)
+                self._records.clear()
+                self._writing = len(batch)
+            placed = False
+            try:
+                lines, last_step = self._serialise(batch)
+                with self._cond:
+                    self._place_locked(lines, last_step)
+                    placed = True
+            finally:
+                with self._cond:
+                    self._writing = 0
+                    if not placed:
+                        self.dropped += len(batch)
+                        log.error("sharpwatch lost %d step records (writer failure)", len(batch))
+                    self._cond.notify_all()
+                    wal = self._wal
+            if wal is not None and wal.dirty:
+                now = time.monotonic()
+                if now - self._last_sync >= self._fsync_interval:
+                    self._last_sync = now
+                    try:
+                        wal.sync()
+                    except OSError as exc:
+                        log.warning("sharpwatch could not fsync its spool %s: %s", wal.path, exc)
+
+    def _serialise(self, batch: list[dict[str, Any]]) -> tuple[list[bytes], int | None]:
+        lines: list[bytes] = []
+        last: int | None = None
+        for record in batch:
+            try:
+                lines.append(json.dumps(record, separators=(",", ":"), allow_nan=False).encode())
+            except (TypeError, ValueError) as exc:
+                log.warning("dropping a step record that is not JSON-serialisable: %s", exc)
+                self.dropped += 1
+                continue
+            step = record.get("step")
+            if isinstance(step, int):
+                last = step if last is None else max(last, step)
+        return lines, last
+
+    def _place_locked(self, lines: list[bytes], last_step: int | None) -> None:
+        """Append to the log, or keep in memory when there is none (or it cannot be written)."""
+        if not lines:
+            return
+        if self._wal is not None:
+            try:
+                self._wal.append(lines, last_step)
+            except OSError as exc:
+                log.error(
+                    "sharpwatch could not write its spool %s (%s); new step records wait in "
+                    "memory until the service takes them",
+                    self._wal.path,
+                    exc,
+                )
+                self.last_error = f"spool write failed: {exc}"
+            else:
+                if self._wal.pending - self._spool_warned_at >= self._spool_warn:
+                    self._spool_warned_at = self._wal.pending
+                    log.warning(
+                        "sharpwatch spool holds %d unsent step records (%.1f MB) in %s; the "
+                        "service at %s is unreachable (%s)",
+                        self._wal.pending,
+                        (self._wal.end - self._wal.acked) / 1e6,
+                        self._wal.path,
+                        self.base_url,
+                        self.last_error,
+                    )
+                elif self._wal.pending < self._spool_warned_at:
+                    self._spool_warned_at = 0
+                return
+        self._lines.extend(lines)
+        while len(self._lines) > self._max_queue:
+            self._drop_oldest_locked()
+
+    # -- the sender thread: log → service -----------------------------------------------------
     def _send_loop(self) -> None:
         backoff = 0.0
         while True:
-            taken = self._take_batch()
-            if taken is None:
+            job = self._next_job()
+            if job is None:
                 return
-            batch, spool_end = taken
-            if not batch:
-                continue
-            retry = self._post(batch)
+            lines, wal_end, consumed = job
+            retry = self._deliver(lines) if lines else False
             with self._cond:
-                self._in_flight = 0
-                if not retry and spool_end is not None and self._spool is not None:
-                    self._spool.consume(spool_end, len(batch))
-                elif retry and spool_end is None:
-                    self._queue.extendleft(reversed(batch))
-                if retry and len(self._queue) >= self._max_queue:
-                    self._spill_locked()
+                if not retry:
+                    self._acknowledge_locked(len(lines), wal_end, consumed)
+                self._lines_in_flight = 0
                 self._cond.notify_all()
                 closing = self._closed
             if not retry:
                 backoff = 0.0
                 continue
             if closing:
-                return  # close() spools what is left
+                return  # unsent records stay in the log (or memory) for close() to report
             backoff = min(self._max_backoff, max(0.1, backoff * 2))
             with self._cond:
                 self._cond.wait(backoff * random.uniform(0.5, 1.0))
-                if len(self._queue) >= self._max_queue:
-                    self._spill_locked()
 
-    def _post(self, batch: list[dict[str, Any]]) -> bool:
-        """Send one batch; True if it should be retried. Records the service refuses for good
-        (422, or a 409 conflicting re-send) are dropped one by one, with an error log, and the
-        rest of the batch is sent again at once."""
+    def _next_job(self) -> tuple[list[bytes], int | None, int] | None:
+        """The next batch: its lines, the log offset after them (None: from memory) and how
+        many log lines it consumes. None when the client is closed."""
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                wal = self._wal
+                if wal is not None and wal.acked < wal.end:
+                    if wal.pending < self._batch_size and self._flush_interval:
+                        self._cond.wait(self._flush_interval)  # let a small batch fill up
+                        if self._closed or self._wal is not wal:
+                            continue
+                    start, end = wal.acked, wal.end
+                    break
+                if self._lines:
+                    if len(self._lines) < self._batch_size and self._flush_interval:
+                        self._cond.wait(self._flush_interval)
+                        if self._closed:
+                            return None
+                    lines = self._fit(list(itertools.islice(self._lines, self._batch_size)))
+                    self._lines_in_flight = len(lines)
+                    return lines, None, 0
+                self._cond.wait()
+        chunk = wal.read(start, end, self._batch_size, self._max_body)
+        if chunk.bad:
+            with self._cond:
+                self.bad_lines += len(chunk.bad)
+            for problem in chunk.bad:
+                log.error(
+                    "sharpwatch skipped a damaged line of its spool %s (%s); %d skipped so far",
+                    wal.path,
+                    problem,
+                    self.bad_lines,
+                )
+        return chunk.lines, chunk.end, chunk.consumed
+
+    def _fit(self, lines: list[bytes]) -> list[bytes]:
+        """The longest prefix (at least one) whose body fits the learned size limit."""
+        if self._max_body is None:
+            return lines
+        for count in range(len(lines), 0, -1):
+            if body_size(lines[:count]) <= self._max_body:
+                return lines[:count]
+        return lines[:1]
+
+    def _acknowledge_locked(self, count: int, wal_end: int | None, consumed: int) -> None:
+        if wal_end is None:
+            for _ in range(min(count, len(self._lines))):
+                self._lines.popleft()
+            return
+        wal = self._wal
+        if wal is None:
+            return
+        wal.ack(wal_end, consumed)
+        now = time.monotonic()
+        try:
+            if not wal.compact() and now - self._last_offset_save >= self._fsync_interval:
+                wal.save_offset()
+                self._last_offset_save = now
+        except OSError as exc:
+            log.warning("sharpwatch could not save its spool offset %s: %s", wal.offset_path, exc)
+
+    def _deliver(self, lines: list[bytes]) -> bool:
+        """Post serialised records; True if the whole batch should be retried later. Records the
+        service refuses for good (422, a 409 conflicting re-send) are dropped one by one with an
+        error log; a 413 splits the batch down to single records, and a single record over the
+        limit is reported once (its size and the service setting to raise) and dropped."""
         if self._run is None:
             if self._spec is None:
                 return True
@@ -462,33 +777,95 @@ class SharpwatchClient:
                 self.last_error = str(exc)
                 return True
             assert self._run is not None
-        while batch:
+        if self._max_body is not None and len(lines) == 1:
+            size = body_size(lines)
+            if size > self._max_body:
+                self._too_large(lines[0], size, self._max_body)
+                return False
+        while lines:
+            body = encode_body(lines)
             try:
                 response = self._http.post(
-                    f"/api/v1/runs/{self._run.id}/steps", json={"steps": batch}
+                    f"/api/v1/runs/{self._run.id}/steps",
+                    content=body,
+                    headers={"content-type": "application/json"},
                 )
             except httpx.HTTPError as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 return True
             if response.status_code == 200:
-                self.sent += len(batch)
+                self.sent += len(lines)
                 self.last_error = None
                 return False
             self.last_error = f"HTTP {response.status_code}: {response.text[:300]}"
+            if response.status_code == 413:
+                return self._split(lines, len(body), response)
             if response.status_code in _RETRYABLE_STATUS:
                 return True
-            bad = _rejected_indices(response, len(batch))
+            bad = _rejected_indices(response, len(lines))
             if not bad:
-                bad = set(range(len(batch)))
+                bad = set(range(len(lines)))
             log.error(
                 "sharpwatch refused %d step record(s) (steps %s): %s",
                 len(bad),
-                [batch[i].get("step") for i in sorted(bad)][:10],
+                [step_of(lines[i]) for i in sorted(bad)][:10],
                 self.last_error,
             )
             self.rejected += len(bad)
-            batch = [record for i, record in enumerate(batch) if i not in bad]
+            lines = [line for i, line in enumerate(lines) if i not in bad]
         return False
+
+    def _split(self, lines: list[bytes], size: int, response: httpx.Response) -> bool:
+        limit = _body_limit(response) or size - 1
+        self._max_body = limit if self._max_body is None else min(self._max_body, limit)
+        if len(lines) == 1:
+            self._too_large(lines[0], size, self._max_body)
+            return False
+        retry = False
+        for part in _chunks(lines, self._max_body):
+            retry = self._deliver(part) or retry
+            if retry:
+                return True  # the rest goes again later; what went already is a duplicate
+        return retry
+
+    def _too_large(self, line: bytes, size: int, limit: int) -> None:
+        step = step_of(line)
+        self.rejected += 1
+        if step in self._oversize_reported:
+            return
+        self._oversize_reported.add(step)
+        log.error(
+            "sharpwatch dropped step %s: its record is %d bytes, over the service's body limit "
+            "of %d bytes; raise SHARPWATCH_MAX_BODY_BYTES on the service (or send fewer queries "
+            "per step)",
+            step,
+            size,
+            limit,
+        )
+        self.last_error = (
+            f"step {step} ({size} bytes) exceeds the service's body limit ({limit} bytes); "
+            "raise SHARPWATCH_MAX_BODY_BYTES"
+        )
+
+
+def _body_limit(response: httpx.Response) -> int | None:
+    """The service's body limit, from its 413 answer (``... exceeds N bytes ...``)."""
+    match = re.search(r"exceeds (\d+) bytes", response.text)
+    return int(match.group(1)) if match else None
+
+
+def _chunks(lines: list[bytes], max_body: int) -> list[list[bytes]]:
+    """Consecutive groups of ``lines`` whose bodies fit ``max_body`` (an oversized line alone)."""
+    groups: list[list[bytes]] = []
+    current: list[bytes] = []
+    for line in lines:
+        if current and body_size([*current, line]) > max_body:
+            groups.append(current)
+            current = []
+        current.append(line)
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _rejected_indices(response: httpx.Response, size: int) -> set[int]:

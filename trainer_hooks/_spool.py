@@ -1,17 +1,45 @@
-"""An append-only on-disk spool of step records (JSON lines) with a persisted read offset.
+"""The client's write-ahead log: every step record is appended here before it is sent.
 
-One spool per run (keyed by service URL, project and run name), so a trainer that restarts
-finds what it could not send before and replays it first, in order. Only the client's sender
-thread touches a spool.
+One log per run (keyed by service URL, project and run name): ``KEY.jsonl`` holds one JSON
+object per line, ``KEY.offset`` the position of the first record the service has not yet
+acknowledged (``{"offset": N, "last_step": S}``; a bare integer is read too). Records are sent
+from the log and the offset advances only on the service's acknowledgement, so a trainer that
+is killed finds its unsent records here when it restarts and replays them first, in order.
+
+Damage is repaired, never trusted and never fatal: a torn last line (a kill in mid-write) is cut
+off; an offset file that cannot be read, is negative, points past the end or into the middle of
+a line is replaced by a safe offset found from the log itself (re-sending what the service already
+holds is harmless: identical re-sends are duplicates); a line that is not a JSON object (invalid
+UTF-8, a block of NUL bytes, truncated JSON, an array) is skipped and reported by :meth:`read`.
+
+Threads: the client's writer thread calls :meth:`append` and :meth:`sync`, its sender thread
+:meth:`read`, :meth:`ack` and :meth:`compact`; the client serialises :meth:`append`,
+:meth:`ack` and :meth:`compact` under its lock. :meth:`read` needs no lock: it only reads bytes
+before :attr:`end`, which never change until :meth:`compact`, and only the sender compacts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("trainer_hooks.client")
+
+_STEP = re.compile(rb'"step":(-?\d+)[,}]')
+BODY_PREFIX = b'{"steps":['
+BODY_SUFFIX = b"]}"
 
 
 def default_spool_dir() -> Path:
@@ -26,75 +54,296 @@ def spool_key(base_url: str, project: str, name: str) -> str:
     return hashlib.sha256(f"{base_url}\0{project}\0{name}".encode()).hexdigest()[:24]
 
 
-class Spool:
-    def __init__(self, directory: Path, key: str) -> None:
+def body_size(lines: list[bytes]) -> int:
+    """Bytes of ``{"steps":[line,line,...]}``."""
+    return len(BODY_PREFIX) + sum(len(x) for x in lines) + max(0, len(lines) - 1) + len(BODY_SUFFIX)
+
+
+def encode_body(lines: list[bytes]) -> bytes:
+    return BODY_PREFIX + b",".join(lines) + BODY_SUFFIX
+
+
+def step_of(line: bytes) -> int | None:
+    """The step number of a serialised record (for logs and numbering), without parsing it."""
+    match = _STEP.search(line, 0, 200)
+    return int(match.group(1)) if match else None
+
+
+class SpoolBusyError(OSError):
+    """Another live process holds this run's log."""
+
+
+@dataclass
+class Chunk:
+    """What :meth:`WriteAheadLog.read` found: records to send and lines it skipped."""
+
+    lines: list[bytes] = field(default_factory=list)  # serialised records, no newline
+    end: int = 0  # offset just past the last line consumed (sent or skipped)
+    consumed: int = 0  # log lines consumed, records and skipped lines together
+    bad: list[str] = field(default_factory=list)  # one description per skipped line
+
+
+def check_line(line: bytes) -> tuple[bytes | None, str | None]:
+    """A log line as a record to send, or why it is not one. A leading run of NUL bytes (a
+    block the file system zero-filled after a crash) is reported and the rest still tried."""
+    problem = None
+    if line.startswith(b"\x00"):
+        stripped = line.lstrip(b"\x00")
+        problem = f"a block of {len(line) - len(stripped)} NUL bytes"
+        line = stripped
+        if not line.strip():
+            return None, problem
+    if b"\x00" in line:
+        return None, "NUL bytes inside the line"
+    try:
+        value = json.loads(line)
+    except UnicodeDecodeError as exc:
+        return None, f"invalid UTF-8 at byte {exc.start}"
+    except ValueError as exc:
+        return None, f"not JSON ({exc})"
+    if not isinstance(value, dict):
+        return None, f"JSON {type(value).__name__}, not an object"
+    return line, problem
+
+
+class WriteAheadLog:
+    """One run's log on disk. See the module docstring for the format and the repairs."""
+
+    def __init__(self, directory: Path, key: str, *, compact_bytes: int = 4 << 20) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{key}.jsonl"
-        self._offset_path = directory / f"{key}.offset"
-        self._offset = 0
-        if self._offset_path.exists():
-            try:
-                self._offset = int(self._offset_path.read_text().strip() or 0)
-            except ValueError:
-                self._offset = 0
-        size = self.path.stat().st_size if self.path.exists() else 0
-        self._offset = min(self._offset, size)
-        self.pending = self._count_pending()
+        self.offset_path = directory / f"{key}.offset"
+        self.compact_bytes = compact_bytes
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    busy = f"another process is using the spool {self.path}"
+                    raise SpoolBusyError(busy) from None
+            self.repairs: list[str] = []
+            self._offset_problem: str | None = None
+            self.end = self._cut_torn_tail()
+            stored_offset, self.last_step = self._read_offset_file()
+            self.acked = self._repair_offset(stored_offset)
+            self.pending, last_in_log = self._scan()
+            if last_in_log is not None:
+                self.last_step = max(last_in_log, self.last_step or last_in_log)
+            # Lines before this were written by an earlier process: check each before sending.
+            self.trusted_from = self.end
+            self._reader = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+            self._dirty = False
+            self._saved_offset = stored_offset
+        except BaseException:
+            os.close(self._fd)
+            raise
+        for repair in self.repairs:
+            log.warning("sharpwatch spool %s: %s", self.path, repair)
 
-    def _count_pending(self) -> int:
-        if not self.path.exists():
+    # -- opening ------------------------------------------------------------------------------
+    def _cut_torn_tail(self) -> int:
+        size = os.fstat(self._fd).st_size
+        if size == 0:
             return 0
-        with self.path.open("rb") as handle:
-            handle.seek(self._offset)
-            return sum(1 for line in handle if line.strip())
+        with open(self.path, "rb") as handle:
+            back = min(size, 1 << 16)
+            handle.seek(size - back)
+            tail = handle.read(back)
+            if tail.endswith(b"\n"):
+                return size
+            cut = size - back + tail.rfind(b"\n") + 1 if b"\n" in tail else -1
+            while cut < 0 and back < size:  # a very long torn line: look further back
+                back = min(size, back * 4)
+                handle.seek(size - back)
+                tail = handle.read(back)
+                cut = size - back + tail.rfind(b"\n") + 1 if b"\n" in tail else -1
+        cut = max(cut, 0)
+        os.ftruncate(self._fd, cut)
+        self.repairs.append(
+            f"cut off a torn last record of {size - cut} bytes (the trainer was killed while "
+            "writing it; its step() had not returned)"
+        )
+        return cut
+
+    def _read_offset_file(self) -> tuple[int | None, int | None]:
+        """The stored offset (None when absent; -1 when unreadable) and the last step."""
+        try:
+            text = self.offset_path.read_bytes().decode("utf-8").strip()
+        except FileNotFoundError:
+            return None, None
+        except (OSError, UnicodeDecodeError) as exc:
+            self._offset_problem = f"offset file unreadable ({exc})"
+            return -1, None
+        try:
+            if text.startswith("{"):
+                data: Any = json.loads(text)
+                offset, last = data["offset"], data.get("last_step")
+                if not isinstance(offset, int) or not (last is None or isinstance(last, int)):
+                    raise ValueError("offset and last_step must be integers")
+                return offset, last
+            return int(text), None
+        except (ValueError, KeyError, TypeError) as exc:
+            self._offset_problem = f"offset file holds {text[:80]!r}, not an offset ({exc})"
+            return -1, None
+
+    def _repair_offset(self, offset: int | None) -> int:
+        if offset is None:
+            return 0
+        if offset < 0 or offset > self.end:
+            problem = self._offset_problem or (
+                f"offset {offset} is negative"
+                if offset < 0
+                else f"offset {offset} is past the end of the log ({self.end} bytes)"
+            )
+            self.repairs.append(
+                f"{problem}; re-sending the whole log (the service drops what it already holds)"
+            )
+            return 0
+        if offset == 0 or offset == self.end:
+            return offset
+        with open(self.path, "rb") as handle:
+            handle.seek(offset - 1)
+            if handle.read(1) == b"\n":
+                return offset
+            start = max(0, offset - (1 << 20))
+            handle.seek(start)
+            before = handle.read(offset - start)
+        line_start = start + before.rfind(b"\n") + 1 if b"\n" in before else 0
+        self.repairs.append(
+            f"offset {offset} falls inside a line; re-sending from that line's start ({line_start})"
+        )
+        return line_start
+
+    def _scan(self) -> tuple[int, int | None]:
+        """Unacknowledged lines, and the highest step anywhere in the log."""
+        pending = 0
+        last: int | None = None
+        with open(self.path, "rb") as handle:
+            position = 0
+            for line in handle:
+                step = step_of(line)
+                if step is not None:
+                    last = step if last is None else max(last, step)
+                if position >= self.acked and line.strip():
+                    pending += 1
+                position += len(line)
+        return pending, last
+
+    # -- writing ------------------------------------------------------------------------------
+    def append(self, lines: list[bytes], last_step: int | None) -> None:
+        """Append serialised records (no newlines inside). Caller holds the client's lock."""
+        payload = b"".join(line + b"\n" for line in lines)
+        view = memoryview(payload)
+        written = 0
+        try:
+            while written < len(payload):
+                written += os.write(self._fd, view[written:])
+        except OSError:
+            if written:  # never leave half a line behind for the next record to join
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self.end)
+            raise
+        self.end += len(payload)
+        self.pending += len(lines)
+        self._dirty = True
+        if last_step is not None:
+            self.last_step = last_step if self.last_step is None else max(self.last_step, last_step)
 
     @property
-    def pending_bytes(self) -> int:
-        size = self.path.stat().st_size if self.path.exists() else 0
-        return size - self._offset
+    def dirty(self) -> bool:
+        """Written since the last fsync."""
+        return self._dirty
 
-    def append(self, records: list[dict[str, Any]]) -> None:
-        if not records:
-            return
-        payload = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        self.pending += len(records)
+    def sync(self) -> None:
+        """fsync the log (a no-op when nothing was written since the last sync)."""
+        if self._dirty:
+            self._dirty = False
+            os.fsync(self._fd)
 
-    def peek(self, limit: int) -> tuple[list[dict[str, Any]], int]:
-        """Up to ``limit`` records after the offset, and the offset just past them."""
-        records: list[dict[str, Any]] = []
-        if not self.path.exists():
-            return records, self._offset
-        with self.path.open("rb") as handle:
-            handle.seek(self._offset)
-            end = self._offset
-            while len(records) < limit:
-                line = handle.readline()
-                if not line:
+    def sync_fd(self) -> None:
+        """fsync without touching any state (for signal handlers)."""
+        with contextlib.suppress(OSError):
+            os.fsync(self._fd)
+
+    # -- sending ------------------------------------------------------------------------------
+    def read(self, start: int, end: int, limit: int, max_body: int | None) -> Chunk:
+        """Records from ``start`` (a line start) up to ``end``: at most ``limit``, and no more
+        than fit a body of ``max_body`` bytes (but at least one). Lines before
+        :attr:`trusted_from` are checked first; bad ones are skipped and described."""
+        chunk = Chunk(end=start)
+        self._reader.seek(start)
+        position = start
+        size = len(BODY_PREFIX) + len(BODY_SUFFIX)
+        while position < end and len(chunk.lines) < limit:
+            raw = self._reader.readline()
+            if not raw:
+                break
+            line = raw.rstrip(b"\n")
+            record: bytes | None = None
+            problem = None
+            if line.strip():
+                if position < self.trusted_from:
+                    record, problem = check_line(line)
+                else:
+                    record = line
+            if record is not None:
+                extra = len(record) + (1 if chunk.lines else 0)
+                if chunk.lines and max_body is not None and size + extra > max_body:
                     break
-                end += len(line)
-                if not line.endswith(b"\n"):
-                    break  # a torn last line from a crash mid-write: leave it
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        continue
-        return records, end
+                chunk.lines.append(record)
+                size += extra
+            if problem is not None:
+                chunk.bad.append(f"line at byte {position}: {problem}")
+            position += len(raw)
+            chunk.end = position
+            chunk.consumed += 1 if line.strip() else 0
+        return chunk
 
-    def consume(self, end: int, count: int) -> None:
-        """Mark everything before ``end`` as sent; delete the files once all is sent."""
-        self._offset = end
+    def ack(self, end: int, count: int) -> None:
+        """The service holds everything before ``end`` (``count`` lines). Caller holds the lock."""
+        self.acked = max(self.acked, end)
         self.pending = max(0, self.pending - count)
-        if self._offset >= (self.path.stat().st_size if self.path.exists() else 0):
-            self.path.unlink(missing_ok=True)
-            self._offset_path.unlink(missing_ok=True)
-            self._offset = 0
-            self.pending = 0
+
+    def save_offset(self, durable: bool = False) -> None:
+        """Persist :attr:`acked` (and the last step) atomically."""
+        if self._saved_offset == self.acked and not durable:
             return
-        temporary = self._offset_path.with_suffix(".offset.tmp")
-        temporary.write_text(str(self._offset))
-        temporary.replace(self._offset_path)
+        temporary = self.offset_path.with_suffix(".offset.tmp")
+        data = json.dumps({"offset": self.acked, "last_step": self.last_step})
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        temporary.replace(self.offset_path)
+        self._saved_offset = self.acked
+
+    def compact(self) -> bool:
+        """When everything is acknowledged and the log is big, empty it. Caller holds the lock.
+        Offset 0 is made durable first: a crash in between re-sends, it never skips."""
+        if self.acked != self.end or self.end < self.compact_bytes:
+            return False
+        self.acked = 0
+        self.save_offset(durable=True)
+        os.ftruncate(self._fd, 0)
+        self.end = 0
+        self.trusted_from = 0
+        self.pending = 0
+        return True
+
+    def close(self) -> None:
+        """Persist the offset; remove the log once everything in it was acknowledged (the
+        offset file stays, so a restart while the service is down still knows the last step)."""
+        with contextlib.suppress(OSError):
+            self.sync()
+        drained = self.acked >= self.end
+        if drained:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.acked = 0
+            self.end = 0
+        with contextlib.suppress(OSError):
+            self.save_offset(durable=True)
+        self._reader.close()
+        os.close(self._fd)

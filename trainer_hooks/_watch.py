@@ -17,8 +17,9 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import torch
@@ -59,6 +60,8 @@ class RunSession:
         poll_wait: float = 25.0,
         on_stop: Callable[[StopRequest], None] | None = None,
         transport: httpx.BaseTransport | None = None,
+        spool_dir: str | Path | Literal[False] | None = None,
+        fsync_interval: float = 1.0,
         **monitor_options: Any,
     ) -> None:
         if not name:
@@ -82,7 +85,13 @@ class RunSession:
         self._transport = transport
         if url is None or self.rank != 0:
             return
-        self.client = SharpwatchClient(url, token=token, transport=transport)
+        self.client = SharpwatchClient(
+            url,
+            token=token,
+            transport=transport,
+            spool_dir=spool_dir,
+            fsync_interval=fsync_interval,
+        )
         self.monitor.sender = self.client
         run_config = dict(config or {})
         if kl_beta == 0.0 and self.monitor.reference_beta is not None:
@@ -98,11 +107,15 @@ class RunSession:
             policy=policy,
             on_registered=self._attach,
         )
-        if info is not None and info.last_step is not None:
-            # A resumed trainer continues after the last stored step, with the α it had.
-            self._next_step = info.last_step + 1
-            if info.alpha is not None:
-                self.monitor.set_alpha(info.alpha, reason="resumed run")
+        # A resumed trainer numbers its new steps after everything the run already has: the
+        # service's last stored step and the steps still in its own spool (sent first, in order;
+        # numbering after the service alone would collide with them).
+        stored = info.last_step if info is not None else None
+        known = [x for x in (stored, self.client.last_spooled_step) if x is not None]
+        if known:
+            self._next_step = max(known) + 1
+        if info is not None and info.last_step is not None and info.alpha is not None:
+            self.monitor.set_alpha(info.alpha, reason="resumed run")
 
     def _attach(self, info: RunInfo) -> None:
         self.run = info

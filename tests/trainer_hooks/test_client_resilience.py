@@ -3,6 +3,7 @@ what the service refuses for good. Real uvicorn servers, stopped and restarted o
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,10 @@ def test_outage_spills_to_spool_and_replays_in_order(database_url: str, tmp_path
         assert _stored_steps(server.url, run.id) == list(range(260))
         assert client.spooled == 0
     client.close(timeout=1)
-    assert list((tmp_path / "spool").iterdir()) == []  # the spool files are gone once drained
+    # Once drained the log is gone; only its offset file stays, remembering the last step.
+    (left,) = (tmp_path / "spool").iterdir()
+    assert left.suffix == ".offset"
+    assert json.loads(left.read_text()) == {"offset": 0, "last_step": 259}
 
 
 def test_spool_survives_a_trainer_restart(database_url: str, tmp_path: Path) -> None:
