@@ -210,6 +210,7 @@ class SharpwatchClient:
         self.restarts = 0  # times the writer or sender thread was restarted after an exception
         self.last_error: str | None = None
         self.flush_error: str | None = None  # why the last flush() returned False
+        self._closed_unsent: str | None = None
         self._writer = threading.Thread(
             target=self._supervised,
             args=(self._write_loop, "writer"),
@@ -430,6 +431,9 @@ class SharpwatchClient:
         happen within ``timeout``; :attr:`flush_error` then says why."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            if self._closed_unsent:
+                self.flush_error = self._closed_unsent
+                return False
             self._cond.notify_all()
             while self._pending_locked():
                 if self._closed or self._thread is None:
@@ -475,6 +479,10 @@ class SharpwatchClient:
             if wal is not None:
                 wal.save_offset()
                 if wal.pending:
+                    self._closed_unsent = (
+                        f"the client is closed; {wal.pending} step records it could not send "
+                        f"are kept in {wal.path} and sent when this run resumes"
+                    )
                     log.warning(
                         "sharpwatch closed with %d unsent step records; kept in %s and sent "
                         "when this run resumes",
@@ -484,6 +492,8 @@ class SharpwatchClient:
                 with contextlib.suppress(OSError):
                     wal.close()
             lost = self._pending_locked()
+            if lost:
+                self._closed_unsent = f"the client is closed; {lost} step records were lost"
             if not flushed and lost:
                 log.warning("sharpwatch client closed with %d unsent step records lost", lost)
         self._http.close()

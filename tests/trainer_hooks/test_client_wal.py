@@ -1,0 +1,328 @@
+"""The client's write-ahead log against a real service (issue 14, failures 3, 4 and 5): damaged
+spool lines are skipped, counted and reported; a sender that raises is restarted; flush() says
+why it failed; a bad offset file is repaired from the log; a batch over the body limit is split
+down to single steps; a resumed trainer numbers its steps after its own spool."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+from prometheus_client import CollectorRegistry
+
+from service.app import create_app
+from service.db.engine import make_engine
+from service.db.migrate import upgrade
+from service.settings import Settings
+from tests._servers import ServerThread
+from trainer_hooks import SharpwatchClient, StepInputs, grpo_advantages, watch
+from trainer_hooks._spool import spool_key
+
+BAD_LINES_METRIC = "client_spool_bad_lines"  # the metric the client adds to the next step
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'server.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@contextmanager
+def _server(database: str, port: int = 0, **settings: Any) -> Iterator[ServerThread]:
+    app = create_app(Settings(database_url=database, **settings), registry=CollectorRegistry())
+    with ServerThread(app, port=port) as running:
+        yield running
+
+
+def _record(step: int, queries: int = 1) -> dict[str, Any]:
+    return {
+        "step": step,
+        "metrics": {"entropy": 1.0 / (step + 1)},
+        "queries": [
+            {"query_id": f"q{i}", "group_size": 4, "successes": (step + i) % 5}
+            for i in range(queries)
+        ],
+    }
+
+
+def _line(step: int) -> bytes:
+    return json.dumps(_record(step), separators=(",", ":")).encode()
+
+
+def _stored(url: str, run_id: int, metrics: str = "entropy") -> list[dict[str, Any]]:
+    body = httpx.get(
+        f"{url}/api/v1/runs/{run_id}/steps", params={"limit": 10000, "metrics": metrics}
+    ).json()
+    return list(body["steps"])
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _spool_files(directory: Path, url: str, name: str) -> tuple[Path, Path]:
+    key = spool_key(url.rstrip("/"), "default", name)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{key}.jsonl", directory / f"{key}.offset"
+
+
+# -- failure 5: damaged lines, a sender that raises, flush() saying why, bad offset files --------
+
+
+def test_damaged_spool_lines_are_skipped_counted_and_reported(
+    database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "spool"
+    with _server(database) as server:
+        log_path, _ = _spool_files(spool, server.url, "damaged")
+        log_path.write_bytes(
+            _line(0)
+            + b"\n"
+            + b'{"step": 1, "metrics": {"entropy": 0.5, "x": "\xff\xfe"}}\n'  # invalid UTF-8
+            + b"\x00" * 4096
+            + b"\n"  # a NUL block
+            + b"[1, 2, 3]\n"  # JSON, not an object
+            + _line(1)
+            + b"\n"
+            + b"\x00" * 512
+            + _line(2)  # a NUL block run into a good record: the record is kept
+            + b"\n"
+            + b'{"step": 99, "metr'  # torn last line (killed mid-write): cut off
+        )
+        client = SharpwatchClient(server.url, spool_dir=spool, flush_interval=0.005)
+        with caplog.at_level(logging.WARNING, logger="trainer_hooks.client"):
+            run = client.register_run("damaged", group_size=4)
+            assert _wait(lambda: client.bad_lines == 4), client.bad_lines
+            client.submit(_record(3))
+            assert client.flush(timeout=20), client.flush_error
+        stored = _stored(server.url, run.id, metrics=f"entropy,{BAD_LINES_METRIC}")
+        assert [s["step"] for s in stored] == [0, 1, 2, 3]
+        # The next step record after the skips carries their count.
+        assert stored[3]["metrics"][BAD_LINES_METRIC] == 4.0
+        assert BAD_LINES_METRIC not in stored[0]["metrics"] or (
+            stored[0]["metrics"][BAD_LINES_METRIC] is None
+        )
+        messages = "\n".join(r.getMessage() for r in caplog.records)
+        assert "invalid UTF-8" in messages
+        assert "a block of 4096 NUL bytes" in messages
+        assert "JSON list, not an object" in messages
+        assert "torn last record" in messages
+        assert client.restarts == 0
+        client.close()
+
+
+class _FailingTransport(httpx.BaseTransport):
+    """A real transport that raises a non-HTTP error on the first ``failures`` step posts."""
+
+    def __init__(self, failures: int) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.failures = failures
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/steps") and self.failures:
+            self.failures -= 1
+            raise RuntimeError("a bug in some layer below the client")
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_an_exception_in_the_sender_restarts_it(database: str, tmp_path: Path) -> None:
+    with _server(database) as server:
+        client = SharpwatchClient(
+            server.url,
+            spool_dir=tmp_path / "spool",
+            transport=_FailingTransport(failures=2),
+            flush_interval=0.005,
+        )
+        run = client.register_run("restarts", group_size=4)
+        for step in range(20):
+            client.submit(_record(step))
+        assert client.flush(timeout=30), client.flush_error
+        assert [s["step"] for s in _stored(server.url, run.id)] == list(range(20))
+        assert client.restarts == 2
+        assert (client.dropped, client.rejected, client.bad_lines) == (0, 0, 0)
+        client.close()
+
+
+def test_flush_says_why_it_failed(database: str, tmp_path: Path) -> None:
+    port = _free_port()
+    with _server(database, port):
+        client = SharpwatchClient(
+            f"http://127.0.0.1:{port}", spool_dir=tmp_path / "spool", max_backoff=0.2
+        )
+        client.register_run("why", group_size=4)
+    for step in range(5):
+        client.submit(_record(step))
+    assert client.flush(timeout=0.5) is False
+    assert client.flush_error is not None
+    assert "5 step records not acknowledged after 0.5 s" in client.flush_error
+    assert str(client.spool_path) in client.flush_error
+    assert "ConnectError" in client.flush_error
+    client.close(timeout=0.1)
+    assert client.flush(timeout=0.1) is False
+    assert client.flush_error is not None
+    assert "closed" in client.flush_error
+
+
+@pytest.mark.parametrize(
+    ("offset_text", "stored_before", "expected_log"),
+    [
+        ("-5", 0, "offset -5 is negative"),
+        ("999999999", 0, "past the end of the log"),
+        ("999999999", 6, "past the end of the log"),  # some already stored: re-sent as dups
+        ("not a number\x00", 0, "not an offset"),
+        ('{"offset": 7, "last_step": 9}', 0, "falls inside a line"),
+    ],
+)
+def test_a_bad_offset_file_is_repaired_from_the_log(
+    database: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    offset_text: str,
+    stored_before: int,
+    expected_log: str,
+) -> None:
+    spool = tmp_path / "spool"
+    with _server(database) as server:
+        if stored_before:
+            with SharpwatchClient(server.url, spool_dir=False) as first:
+                first.register_run("offsets", group_size=4)
+                for step in range(stored_before):
+                    first.submit(_record(step))
+                assert first.flush(timeout=20)
+        log_path, offset_path = _spool_files(spool, server.url, "offsets")
+        log_path.write_bytes(b"".join(_line(step) + b"\n" for step in range(10)))
+        offset_path.write_text(offset_text)
+        client = SharpwatchClient(server.url, spool_dir=spool, flush_interval=0.005)
+        with caplog.at_level(logging.WARNING, logger="trainer_hooks.client"):
+            run = client.register_run("offsets", group_size=4)
+        assert client.spooled == 10  # the spool is in use, nothing was skipped
+        assert client.flush(timeout=20), client.flush_error
+        assert [s["step"] for s in _stored(server.url, run.id)] == list(range(10))
+        assert (client.rejected, client.dropped) == (0, 0)
+        assert expected_log in caplog.text
+        client.close()
+
+
+# -- failure 4: a batch over the body limit ----------------------------------------------------
+
+
+def test_a_batch_over_the_body_limit_is_split_and_one_huge_step_reported_once(
+    database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    limit = 60_000
+    port = _free_port()
+    records = [_record(step, queries=40) for step in range(64)]  # ~3 KB each, ~200 KB together
+    records[20] = _record(20, queries=1500)  # ~100 KB alone: over the limit
+    assert len(json.dumps(records[20])) > limit
+    client = SharpwatchClient(
+        f"http://127.0.0.1:{port}",
+        spool_dir=tmp_path / "spool",
+        batch_size=64,
+        max_backoff=0.2,
+        flush_interval=0.005,
+    )
+    assert client.open_run("split", group_size=4) is None  # service down: all 64 queue up
+    for record in records:
+        client.submit(record)
+    with (
+        caplog.at_level(logging.ERROR, logger="trainer_hooks.client"),
+        _server(database, port, max_body_bytes=limit) as server,
+    ):
+        assert client.flush(timeout=60), client.flush_error
+        assert client.run is not None
+        stored = [s["step"] for s in _stored(server.url, client.run.id)]
+    assert stored == [step for step in range(64) if step != 20]
+    assert client.rejected == 1
+    reports = [r.getMessage() for r in caplog.records if "body limit" in r.getMessage()]
+    assert len(reports) == 1, reports
+    assert "step 20" in reports[0]
+    assert f"{limit} bytes" in reports[0]
+    assert "SHARPWATCH_MAX_BODY_BYTES" in reports[0]
+    client.close()
+
+
+# -- failure 3: resume with an unsent spool ---------------------------------------------------
+
+
+def _inputs(seed: int) -> StepInputs:
+    generator = torch.Generator().manual_seed(seed)
+    rewards = (torch.rand(4, 4, generator=generator) > 0.5).float()
+    return StepInputs(
+        rewards=rewards,
+        advantages=grpo_advantages(rewards),
+        token_entropy=torch.rand(4, 4, 6, generator=generator),
+        mask=torch.ones(4, 4, 6),
+    )
+
+
+def test_a_resumed_trainer_numbers_its_steps_after_its_unsent_spool(
+    database: str, tmp_path: Path
+) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    # The spool is $SHARPWATCH_SPOOL_DIR, the test's own directory (tests/conftest.py).
+    options: dict[str, Any] = {"group_size": 4, "kl_beta": 0.04, "commands": False}
+    with _server(database, port):
+        first = watch(url, name="resume-spool", **options)
+        for seed in range(5):
+            first.step(_inputs(seed))
+        assert first.client is not None
+        assert first.client.flush(timeout=20)
+    # The service goes down; the trainer makes 20 more steps and dies (its client never
+    # flushes: everything since step 5 is only in its spool).
+    for seed in range(5, 25):
+        first.step(_inputs(seed))
+    first.client.close(timeout=0.2)
+    with _server(database, port) as server:
+        second = watch(url, name="resume-spool", **options)
+        results = [second.step(_inputs(seed)) for seed in range(25, 30)]
+        assert [r.step for r in results] == list(range(25, 30))
+        second.close()
+        assert second.run is not None
+        stored = _stored(server.url, second.run.id)
+    assert [s["step"] for s in stored] == list(range(30))
+    expected = [_inputs(seed).token_entropy.mean().item() for seed in range(30)]  # type: ignore[union-attr]
+    assert [s["metrics"]["entropy"] for s in stored] == pytest.approx(expected)
+
+
+def test_a_trainer_restarted_while_the_service_is_down_numbers_after_its_spool(
+    database: str, tmp_path: Path
+) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    options: dict[str, Any] = {"group_size": 4, "kl_beta": 0.04, "commands": False}
+    with _server(database, port), watch(url, name="resume-down", **options) as first:
+        for seed in range(5):
+            first.step(_inputs(seed))
+    second = watch(url, name="resume-down", **options)  # service down: cannot register yet
+    assert [second.step(_inputs(seed)).step for seed in range(5, 8)] == [5, 6, 7]
+    with _server(database, port) as server:
+        second.close()
+        assert second.run is not None
+        assert [s["step"] for s in _stored(server.url, second.run.id)] == list(range(8))
