@@ -231,7 +231,10 @@ class RunSession:
         recorded by :meth:`step`), shown by ``GET /runs/{id}`` and on the run's page."""
         poller, self.poller = self.poller, None
         if self.client is not None:
-            self.client.flush(timeout=30.0)
+            # Unsent records are safe in the spool either way: wait long only for a service
+            # that is answering, so a trainer leaving during an outage leaves at once.
+            reachable = self.client.last_error is None
+            flushed = self.client.flush(timeout=30.0 if reachable else 1.0)
             run = self.client.run
             if run is not None:
                 change: dict[str, str] = {"status": status}
@@ -240,7 +243,7 @@ class RunSession:
                     change["failure_reason"] = why
                 with contextlib.suppress(httpx.HTTPError):
                     self.client.http.patch(f"/api/v1/runs/{run.id}", json=change)
-            self.client.close()
+            self.client.close(timeout=10.0 if flushed else 1.0)
             self.client = None
         if poller is not None:
             poller.close()
@@ -275,6 +278,7 @@ def watch(url: str | None, *, name: str, group_size: int, **options: Any) -> Run
 
     ``url=None`` computes and calibrates without a service (offline). Every other keyword is a
     :class:`RunSession` option (project, kl_beta, token, config, tags, detectors, policy,
-    commands, poll_wait, on_stop) or a :class:`Monitor` setting (alpha, iac, reference_beta, …).
+    commands, poll_wait, on_stop, spool_dir, fsync_interval: see :class:`SharpwatchClient`) or a
+    :class:`Monitor` setting (alpha, iac, reference_beta, …).
     """
     return RunSession(url, name=name, group_size=group_size, **options)
