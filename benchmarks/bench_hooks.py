@@ -8,6 +8,12 @@
    growth of the process's peak RSS (``ru_maxrss``) during the call, each variant measured in a
    fresh subprocess after the logits exist (torch's CPU allocator returns big blocks to the OS, so
    RSS is an honest view of what the call needed).
+3. The client's write-ahead log, per step of the B = 512 record (~90 KB of JSON): the time
+   ``SharpwatchClient.submit`` takes in the training thread, the CPU all threads spend per step
+   (serialise, write, fsync, read back, post), and ``Monitor.step`` with the client attached;
+   each with the log (the default) against ``spool_dir=False`` (memory only, no durability).
+   The service is an in-process ``httpx.MockTransport`` answering 200 at once, so the numbers
+   are the client's own; the log lives in a temporary directory on the local disk.
 """
 
 from __future__ import annotations
@@ -19,18 +25,27 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from typing import Any
 
+import httpx
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from trainer_hooks import Monitor, StepInputs, grpo_advantages, token_entropy
+from trainer_hooks import (
+    Monitor,
+    SharpwatchClient,
+    StepInputs,
+    grpo_advantages,
+    token_entropy,
+)
 
 SHAPE = (8, 1024, 32000)
 
 
-def bench_step(repeats: int = 30) -> dict[str, float]:
+def _full_inputs() -> tuple[StepInputs, int]:
     b, g, t = 512, 16, 1024
     gen = torch.Generator().manual_seed(0)
     rewards = (torch.rand(b, g, generator=gen) < torch.rand(b, 1, generator=gen)).float()
@@ -50,6 +65,13 @@ def bench_step(repeats: int = 30) -> dict[str, float]:
         grad_norm=1.0,
         kl=0.01,
     )
+    return inputs, g
+
+
+def bench_step(repeats: int = 30) -> dict[str, float]:
+    inputs, g = _full_inputs()
+    rewards, adv = inputs.rewards, inputs.advantages
+    ent, mask, keys = inputs.token_entropy, inputs.mask, inputs.answer_keys
     lean = StepInputs(rewards=rewards, advantages=adv, token_entropy=ent, mask=mask)
     no_tokens = StepInputs(
         rewards=rewards,
@@ -69,6 +91,70 @@ def bench_step(repeats: int = 30) -> dict[str, float]:
             m.step(inp)
             times.append(time.perf_counter() - t0)
         out[name] = statistics.median(times) * 1e3
+    return out
+
+
+def _service(request: httpx.Request) -> httpx.Response:
+    if request.url.path == "/api/v1/runs":
+        return httpx.Response(
+            201,
+            json={
+                "id": 1,
+                "name": "bench",
+                "project": "default",
+                "group_size": 16,
+                "kl_beta": 0.04,
+                "status": "running",
+            },
+        )
+    return httpx.Response(200, json={"accepted": [], "duplicates": []})
+
+
+def _client(directory: str, wal: bool) -> SharpwatchClient:
+    client = SharpwatchClient(
+        "http://bench.invalid",
+        transport=httpx.MockTransport(_service),
+        spool_dir=os.path.join(directory, "spool") if wal else False,
+    )
+    client.register_run("bench", group_size=16, kl_beta=0.04)
+    return client
+
+
+def bench_wal(steps: int = 200, repeats: int = 30) -> dict[str, dict[str, float]]:
+    inputs, g = _full_inputs()
+    record: Any = Monitor(group_size=g, kl_beta=0.04).step(inputs).record
+    size = len(json.dumps(record))
+    out: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        for name in ("memory", "wal", "memory", "wal"):  # interleaved: the 2nd pair is kept
+            client = _client(directory, name == "wal")
+            submit = []
+            cpu0 = time.process_time()
+            for i in range(steps):
+                t0 = time.perf_counter()
+                client.submit(record | {"step": i})
+                submit.append(time.perf_counter() - t0)
+                time.sleep(0.002)  # a trainer does other work between steps
+            assert client.flush(timeout=120), client.flush_error
+            cpu = (time.process_time() - cpu0) / steps
+            client.close()
+            monitor = Monitor(group_size=g, kl_beta=0.04)
+            monitor.sender = _client(directory, name == "wal")
+            for _ in range(3):
+                monitor.step(inputs)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                monitor.step(inputs)
+                times.append(time.perf_counter() - t0)
+            monitor.sender.close()  # type: ignore[attr-defined]
+            out[name] = {
+                "submit_us": statistics.median(submit) * 1e6,
+                "submit_p99_us": sorted(submit)[int(0.99 * len(submit))] * 1e6,
+                "cpu_ms": cpu * 1e3,
+                "step_ms": statistics.median(times) * 1e3,
+                "bytes": float(size),
+            }
     return out
 
 
@@ -103,12 +189,31 @@ def bench_entropy() -> dict[str, dict[str, float]]:
     return out
 
 
+def _print_wal() -> None:
+    wal = bench_wal()
+    m, w = wal["memory"], wal["wal"]
+    print(f"\n| client, B=512 record ({w['bytes'] / 1e3:.0f} KB JSON), per step | memory only "
+          "| write-ahead log | difference |")  # fmt: skip
+    print("| --- | --- | --- | --- |")
+    for key, label, unit in (
+        ("submit_us", "`submit()` in the training thread, median", "µs"),
+        ("submit_p99_us", "`submit()` in the training thread, p99", "µs"),
+        ("cpu_ms", "CPU of all threads (serialise, log, post)", "ms"),
+        ("step_ms", "`Monitor.step` (full inputs) with the client, median", "ms"),
+    ):
+        print(f"| {label} | {m[key]:.2f} {unit} | {w[key]:.2f} {unit} "
+              f"| {w[key] - m[key]:+.2f} {unit} |")  # fmt: skip
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         _child(sys.argv[2])
         return
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}")  # fmt: skip
+    if sys.argv[1:] == ["--wal"]:  # only section 3
+        _print_wal()
+        return
     threads = torch.get_num_threads()
     step = bench_step()
     torch.set_num_threads(1)
@@ -123,6 +228,7 @@ def main() -> None:
     )
     for key, label in rows:
         print(f"| {label} | {step[key]:.2f} ms | {step1[key]:.2f} ms |")
+    _print_wal()
     ent = bench_entropy()
     n, c = ent["naive"], ent["chunked"]
     print("\n| entropy, bf16 logits 8x1024x32000 | time | peak extra memory (RSS) |")
