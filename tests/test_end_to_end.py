@@ -54,7 +54,7 @@ def test_two_hundred_steps_round_trip_exactly_once(database_url: str) -> None:
             assert client.flush(timeout=20)
 
         got = httpx.get(f"{server.url}/api/v1/runs/{run.id}/steps", params={"limit": 10000}).json()[
-            "steps"
+            "items"
         ]
         assert [s["step"] for s in got] == list(range(STEPS))
         for record, stored in zip(sent, got, strict=True):

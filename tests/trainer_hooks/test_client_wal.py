@@ -71,7 +71,7 @@ def _stored(url: str, run_id: int, metrics: str = "entropy") -> list[dict[str, A
     body = httpx.get(
         f"{url}/api/v1/runs/{run_id}/steps", params={"limit": 10000, "metrics": metrics}
     ).json()
-    return list(body["steps"])
+    return list(body["items"])
 
 
 def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
