@@ -826,7 +826,7 @@ class SharpwatchClient:
         return False
 
     def _split(self, lines: list[bytes], size: int, response: httpx.Response) -> bool:
-        limit = _body_limit(response) or size - 1
+        limit = _body_limit(response) or size // 2  # unknown limit: halve
         self._max_body = limit if self._max_body is None else min(self._max_body, limit)
         if len(lines) == 1:
             self._too_large(lines[0], size, self._max_body)
@@ -931,4 +931,5 @@ _live_clients: weakref.WeakSet[SharpwatchClient] = weakref.WeakSet()
 def _close_all() -> None:
     for client in list(_live_clients):
         with contextlib.suppress(Exception):
-            client.close(timeout=5.0)
+            # Unsent records are in the spool: wait only for a service that is answering.
+            client.close(timeout=5.0 if client.last_error is None else 0.5)
