@@ -90,6 +90,8 @@ def run_import(
     mapped_runs = [map_run(run, overrides) for run in runs]
     total = sum(len(m.steps) for m in mapped_runs)
     done = 0
+    if progress is not None:
+        progress(0, total)
     reports = []
     with httpx.Client(base_url=url, timeout=300.0) as client:
         for run, mapped in zip(runs, mapped_runs, strict=True):
