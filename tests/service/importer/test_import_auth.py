@@ -31,7 +31,7 @@ def test_import_with_authentication(tmp_path: Path) -> None:
     write_summary_writer_run(tmp_path / "tb" / "secured", steps=50)
     app = create_app(Settings(database_url=url, auth=True), registry=CollectorRegistry())
     with ServerThread(app) as server:
-        with pytest.raises(ServiceError, match="401.*--token or SHARPWATCH_TOKEN"):
+        with pytest.raises(ServiceError, match=r"401.*--token or SHARPWATCH_TOKEN"):
             run_import([tmp_path / "tb"], url=server.url)
         with pytest.raises(ServiceError, match="403"):
             run_import([tmp_path / "tb"], url=server.url, token=reader)
