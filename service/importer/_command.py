@@ -156,6 +156,7 @@ def _handle(args: argparse.Namespace) -> int:
     overrides = dict(args.map or [])
     bar: Any = None
     task: Any = None
+    reading: Any = None
     if err.is_terminal:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -173,11 +174,13 @@ def _handle(args: argparse.Namespace) -> int:
         if bar is None:
             return
         if task is None:
+            bar.remove_task(reading)
             task = bar.add_task("importing steps", total=total)
         bar.update(task, completed=done)
 
     try:
         if bar is not None:
+            reading = bar.add_task("reading logs", total=None)
             bar.start()
         reports = run_import(
             [Path(p) for p in args.paths],

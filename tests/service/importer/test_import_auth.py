@@ -47,3 +47,44 @@ def test_import_with_authentication(tmp_path: Path) -> None:
     assert floor is not None
     assert floor.first_step == 46
     assert seen == [(0, 50), (50, 50)]  # read and mapped, then one batch of 50 steps
+
+
+def test_progress_bar_on_a_terminal(sqlite_server: ServerThread, tmp_path: Path) -> None:
+    """On a terminal (a pseudo-terminal here) stderr shows the reading spinner and the bar."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    write_summary_writer_run(tmp_path / "tb" / "bar", steps=30)
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "import",
+            str(tmp_path / "tb"),
+            "--url",
+            sqlite_server.url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        env=dict(os.environ, COLUMNS="100", TERM="xterm"),
+    )
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    out, _ = proc.communicate(timeout=120)
+    os.close(primary)
+    assert proc.returncode == 0
+    assert b"importing steps" in shown
+    assert b"30/30" in shown
+    assert b"30 new, 0 already stored" in out  # the report itself goes to stdout
