@@ -8,7 +8,10 @@ toy has no pseudo-reward), then saves:
 
 - ``docs/img/ui-runs.png``: the run list;
 - ``docs/img/ui-run.png``: the toy run that collapses (entropy floor, auto-stop, α commands);
-- ``docs/img/ui-run-label-free.png``: the label-free run with its Model Collapse Step.
+- ``docs/img/ui-run-label-free.png``: the label-free run with its Model Collapse Step;
+- ``docs/img/ui-run-fold.png``: the collapsing run as a 1400×900 window shows it, unscrolled
+  (verdict, stop reason, best step, open alerts, pending commands);
+- ``docs/img/ui-run-failed.png``: a run whose trainer failed, with the hooks' reason.
 """
 
 from __future__ import annotations
@@ -130,18 +133,22 @@ def browser(profile: str) -> Any:
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))
 
 
-def shoot(driver: Any, url: str, ready_css: str, path: Path, min_height: int = 900) -> None:
+def shoot(
+    driver: Any, url: str, ready_css: str, path: Path, min_height: int = 900, fold: int = 0
+) -> None:
+    """Screenshot the whole page, or with ``fold`` only a ``fold``-pixel-high 1400-wide window."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.set_window_size(WIDTH, min_height)
+    driver.set_window_size(1400 if fold else WIDTH, fold or min_height)
     driver.get(url)
     WebDriverWait(driver, 20).until(ec.presence_of_element_located((By.CSS_SELECTOR, ready_css)))
     time.sleep(1.0)  # one more poll, fonts, canvas
-    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
-    driver.set_window_size(WIDTH, max(min_height, height))
-    time.sleep(0.8)
+    if not fold:
+        height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+        driver.set_window_size(WIDTH, max(min_height, height))
+        time.sleep(0.8)
     driver.save_screenshot(str(path))
     print(path.relative_to(ROOT))
 
@@ -163,8 +170,22 @@ def main() -> None:
             train_toy(base, "sgd-iac-dlc-g8", seed=1, steps=400, iac=True, dlc=True)
             train_toy(base, "sgd-raw-g4", seed=2, steps=150, advantage="raw", group_size=4)
             label_free = replay(base, "ttrl-majority-vote", label_free_trace())
+            failed = replay(base, "grpo-bad-shapes", label_free_trace(30))
             with httpx.Client(base_url=base) as http:
                 http.patch(f"/api/v1/runs/{label_free}", json={"status": "finished"})
+                http.post(
+                    f"/api/v1/runs/{collapsing}/commands",
+                    json={"kind": "adjust_alpha", "alpha": 1.5, "reason": "operator: hold modes"},
+                )
+                http.patch(
+                    f"/api/v1/runs/{failed}",
+                    json={
+                        "status": "failed",
+                        "failure_reason": "step 30 failed in trainer_hooks: ShapeError: "
+                        "answer_keys is nested as 15 rows of lengths [8]; rewards is [16, 8]: "
+                        "pass [B][G] (here [16][8]) or a flat list of B·G = 128 keys",
+                    },
+                )
             driver = browser(str(scratch / "profile"))
             try:
                 driver.get(base + "/")
@@ -179,6 +200,12 @@ def main() -> None:
                 shoot(driver, f"{base}/#/runs/{collapsing}", ready, OUT / "ui-run.png")
                 driver.get("about:blank")
                 shoot(driver, f"{base}/#/runs/{label_free}", ready, OUT / "ui-run-label-free.png")
+                driver.get("about:blank")
+                shoot(
+                    driver, f"{base}/#/runs/{collapsing}", ready, OUT / "ui-run-fold.png", fold=900
+                )
+                driver.get("about:blank")
+                shoot(driver, f"{base}/#/runs/{failed}", ready, OUT / "ui-run-failed.png", fold=900)
             finally:
                 driver.quit()
     finally:

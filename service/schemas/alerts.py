@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 AlertStatus = Literal["open", "resolved"]
 AlertSeverity = Literal["warning", "critical"]
-Verdict = Literal["healthy", "warning", "critical", "stopped"]
+Verdict = Literal["healthy", "warning", "critical", "stopped", "failed"]
 
 
 class AlertOut(BaseModel):

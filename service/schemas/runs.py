@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from service.detectors import DetectorConfig, RunPolicy
+from service.schemas.alerts import Verdict
 from service.schemas.common import FiniteFloat, StorableText, StrictModel, storable_text
 
 RunStatus = Literal["running", "stopped", "finished", "failed"]
@@ -115,7 +116,7 @@ class RunOut(BaseModel):
     updated_at: datetime
     last_step: int | None = Field(description="Highest step stored.")
     last_step_at: datetime | None = Field(description="When the highest step was received.")
-    verdict: Literal["healthy", "warning", "critical", "stopped", "failed"]
+    verdict: Verdict
     alpha: float | None = Field(description="IAC α in effect, as the trainer last reported it.")
     model_collapse_step: int | None
     best_step: int | None

@@ -10,6 +10,7 @@ const DEFAULT_ENTROPY_FLOOR = 0.1;
 const DEFAULT_ZPRIME_PRESSURE = 0.5;
 const DEFAULT_COLLAPSE_THRESHOLD = 0.01;
 const STEP_PAGE = 5000;
+const STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 25000, 50000, 100000, 200000, 500000, 1000000];
 const MAX_STEP_PAGES_PER_TICK = 40;
 const CHART_METRICS = [
   "entropy", "success_rate", "zprime_gt1_frac", "log_zprime_p90", "reward_accuracy", "gt_reward",
@@ -448,7 +449,15 @@ class Chart {
         value: (_u, v) => fmt(v),
       });
     }
-    const axes = [{ ...axis, label: "step", labelSize: 16, labelFont: "11px system-ui" }, { ...axis, size: 48 }];
+    const stepAxis = {
+      ...axis, label: "step", labelSize: 16, labelFont: "11px system-ui",
+      incrs: STEP_INCRS, // steps are integers: never a tick at 2.5
+      values: (_u, splits) => {
+        this.el.dataset.xticks = splits.join(",");
+        return splits.map((v) => (Number.isInteger(v) ? String(v) : ""));
+      },
+    };
+    const axes = [stepAxis, { ...axis, size: 48 }];
     const scales = { x: { time: false }, y: { range: range(spec.min, spec.max) } };
     if (spec.y2) {
       axes.push({ ...axis, scale: "y2", side: 1, grid: { show: false }, size: 44 });
@@ -564,6 +573,7 @@ class RunView {
     });
     this.stopButton = h("button", { id: "stop-run", type: "button", class: "danger", onclick: () => this.stop(), text: "Stop run" });
     this.stopNote = h("div", { class: "sub", id: "stop-note" });
+    this.overview = h("section", { class: "panel overview", id: "run-overview", "aria-label": "Run state" });
     this.tiles = h("div", { class: "tiles", id: "tiles" });
     this.chartBox = h("div", { class: "charts", id: "charts" });
     this.alertsBody = h("tbody");
@@ -581,6 +591,7 @@ class RunView {
         h("div", { class: "title" }, h("div", { class: "toolbar" }, this.title, this.badges), this.facts),
         h("div", { class: "stop-box" },
           h("div", { class: "row" }, this.reason, this.stopButton), this.stopNote)),
+      this.overview,
       this.tiles,
       this.chartBox,
       h("section", { class: "panel", "aria-labelledby": "alerts-title" },
@@ -616,6 +627,44 @@ class RunView {
     this.renderCharts(run, summary);
     this.renderAlerts(alerts.items);
     this.renderCommands(commands.items);
+    this.renderOverview(run, alerts.items, commands.items);
+  }
+
+  // Above the fold: the verdict and why, the best step, open alerts, pending commands.
+  renderOverview(run, alerts, commands) {
+    const why = run.failure_reason
+      ? ["failed", run.failure_reason]
+      : run.stop_reason
+        ? ["stop reason", run.stop_reason]
+        : null;
+    const open = alerts.filter((a) => a.status === "open")
+      .sort((a, b) => (a.severity === b.severity ? b.last_step - a.last_step : a.severity === "critical" ? -1 : 1));
+    const pending = commands.filter((c) => c.status === "pending" || c.status === "delivered");
+    const shown = 4;
+    const more = (n) => (n > shown ? h("li", { class: "muted", text: `+ ${n - shown} more below` }) : null);
+    this.overview.replaceChildren(
+      h("div", { class: "ov-verdict" },
+        h("div", { class: "ov-label", text: "Verdict" }),
+        h("div", { id: "ov-verdict" }, badge(run.verdict)),
+        h("div", { class: "ov-label", text: "Best step" }),
+        h("div", { class: "num", id: "ov-best-step", text: run.best_step ?? "—" })),
+      h("div", { class: "ov-why" },
+        h("div", { class: "ov-label", text: why ? why[0] : "Status" }),
+        h("div", { id: "ov-reason", class: why ? "reason" : "muted", text: why ? why[1] : `run is ${run.status}; nothing stopped it` })),
+      h("div", { class: "ov-list" },
+        h("div", { class: "ov-label", text: `Open alerts ${open.length}` }),
+        h("ul", { id: "ov-alerts" },
+          ...(open.length ? open.slice(0, shown).map((a) => h("li", { data: { rule: a.rule } },
+            badge(a.severity), " ", h("code", { text: a.rule }), h("span", { class: "muted", text: ` since step ${a.first_step}` }))) : [h("li", { class: "muted", text: "none: every rule is quiet" })]),
+          more(open.length))),
+      h("div", { class: "ov-list" },
+        h("div", { class: "ov-label", text: `Pending commands ${pending.length}` }),
+        h("ul", { id: "ov-commands" },
+          ...(pending.length ? pending.slice(0, shown).map((c) => h("li", { data: { commandId: c.id } },
+            badge(c.status), " ", h("code", { text: c.kind === "adjust_alpha" ? `adjust_alpha → ${fmt(c.alpha, 2)}` : c.kind }),
+            h("span", { class: "muted", text: ` #${c.id} from the ${c.source}` }))) : [h("li", { class: "muted", text: "none" })]),
+          more(pending.length))),
+    );
   }
 
   async loadSteps() {

@@ -271,7 +271,7 @@ def test_the_run_its_stop_and_its_alert_name_one_best_step(client: TestClient) -
     run = client.get(f"/api/v1/runs/{run_id}").json()
     assert run["best_step"] == stops[0]["best_step"]
     assert client.get(f"/api/v1/runs/{run_id}/collapse").json()["best_step"] == run["best_step"]
-    alert = client.get(
-        "/api/v1/alerts", params={"run_id": run_id, "rule": "entropy_floor"}
-    ).json()["items"][0]
+    alert = client.get("/api/v1/alerts", params={"run_id": run_id, "rule": "entropy_floor"}).json()[
+        "items"
+    ][0]
     assert alert["rollback_step"] == run["best_step"]

@@ -130,3 +130,14 @@ def test_delete_run_removes_everything_it_owns(client: TestClient, app: FastAPI)
     # The other run is untouched.
     assert len(client.get(f"/api/v1/runs/{keep}/steps").json()["items"]) == 3
     assert client.get(f"/api/v1/runs/{keep}/steps/1").json()["n_queries"] == 3
+
+
+def test_a_failed_run_reads_everywhere(client: TestClient) -> None:
+    """Every read of a failed run answers (its collapse summary and listings once 500'd on the
+    new verdict)."""
+    run_id = client.post("/api/v1/runs", json=run_body(name="failed-read")).json()["id"]
+    client.patch(f"/api/v1/runs/{run_id}", json={"status": "failed", "failure_reason": "boom"})
+    for path in (f"/api/v1/runs/{run_id}/collapse", "/api/v1/runs", f"/api/v1/runs/{run_id}"):
+        answer = client.get(path)
+        assert answer.status_code == 200, (path, answer.text)
+    assert client.get(f"/api/v1/runs/{run_id}/collapse").json()["verdict"] == "failed"

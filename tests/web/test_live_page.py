@@ -357,4 +357,65 @@ def test_imported_runs_are_marked(
     browser.get(f"{sqlite_server.url}/#/runs/{live.id}")
     _wait(browser, lambda d: _text(d, "#run-last-step") == "2", "the live run's page")
     assert _text(browser, "#run-imported") is None
+
+
+def _in_viewport(driver: Any, css: str) -> bool:
+    return bool(
+        driver.execute_script(
+            "const e = document.querySelector(arguments[0]); if (!e) return false;"
+            "const r = e.getBoundingClientRect();"
+            "return r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight;",
+            css,
+        )
+    )
+
+
+def test_run_state_is_above_the_fold_with_best_step_and_integer_steps(
+    server: ServerThread, browser: Any
+) -> None:
+    """At 1400×900: the verdict, the stop reason, the open alerts and the pending commands are
+    visible without scrolling; the best step agrees with the stop; step ticks are integers."""
+    from tests.service.detectors import _traces
+
+    trace = _traces.entropy_collapse()
+    with httpx.Client(base_url=server.url) as http:
+        run_id = http.post(
+            "/api/v1/runs", json={"project": "web", "name": "collapsed", "group_size": GROUP}
+        ).json()["id"]
+        steps = [{"step": r["step"], "metrics": r["metrics"]} for r in trace]
+        assert http.post(f"/api/v1/runs/{run_id}/steps", json={"steps": steps}).status_code == 200
+        http.post(
+            f"/api/v1/runs/{run_id}/commands",
+            json={"kind": "adjust_alpha", "alpha": 1.5, "reason": "operator"},
+        )
+        run = http.get(f"/api/v1/runs/{run_id}").json()
+    assert run["verdict"] == "stopped", run
+    assert run["best_step"] is not None, run
+    browser.set_window_size(1400, 900)
+    browser.get(f"{server.url}/#/runs/{run_id}")
+    _wait(browser, lambda d: _text(d, "#ov-verdict") == "stopped", "the verdict")
+    assert _text(browser, "#ov-best-step") == str(run["best_step"])
+    assert run["stop_reason"][:40] in (_text(browser, "#ov-reason") or "")
+    assert "entropy_floor" in (_text(browser, "#ov-alerts") or "")
+    pending = _text(browser, "#ov-commands") or ""
+    assert "early_stop" in pending
+    assert "adjust_alpha" in pending
+    for css in ("#ov-verdict", "#ov-best-step", "#ov-reason", "#ov-alerts", "#ov-commands"):
+        assert _in_viewport(browser, css), f"{css} is below the fold at 1400×900"
+    assert _page_errors(browser) == []
+
+    # A run of a few steps is where fractional step ticks (2.5) used to appear.
+    with httpx.Client(base_url=server.url) as http:
+        short = http.post(
+            "/api/v1/runs", json={"project": "web", "name": "short", "group_size": GROUP}
+        ).json()["id"]
+        steps = [{"step": s, "metrics": {"entropy": 0.5, "success_rate": 0.5}} for s in range(6)]
+        assert http.post(f"/api/v1/runs/{short}/steps", json={"steps": steps}).status_code == 200
+    browser.get(f"{server.url}/#/runs/{short}")
+    _wait(browser, lambda d: _attr(d, 'figure[data-chart="entropy"]', "data-points") == "6", "6")
+    _wait(browser, lambda d: _attr(d, 'figure[data-chart="entropy"]', "data-xticks"), "ticks")
+    for chart in ("entropy", "success"):
+        ticks = _attr(browser, f'figure[data-chart="{chart}"]', "data-xticks") or ""
+        assert ticks, chart
+        assert all(float(t).is_integer() for t in ticks.split(",")), (chart, ticks)
     assert _page_errors(browser) == []
