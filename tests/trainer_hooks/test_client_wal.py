@@ -326,3 +326,57 @@ def test_a_trainer_restarted_while_the_service_is_down_numbers_after_its_spool(
         second.close()
         assert second.run is not None
         assert [s["step"] for s in _stored(server.url, second.run.id)] == list(range(8))
+
+
+# -- the log itself: batched fsync, one writer per run ------------------------------------------
+
+
+def test_fsync_is_batched_within_the_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from trainer_hooks import _spool
+
+    synced: list[float] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(time.monotonic())
+        real_fsync(fd)
+
+    monkeypatch.setattr(_spool.os, "fsync", counting_fsync)
+    client = SharpwatchClient(
+        f"http://127.0.0.1:{_free_port()}",
+        spool_dir=tmp_path / "spool",
+        fsync_interval=0.25,
+        max_backoff=0.2,
+    )
+    client.open_run("fsync", group_size=4)  # the service is down: records stay in the log
+    start = time.monotonic()
+    for step in range(100):
+        client.submit(_record(step))
+        time.sleep(0.01)
+    last_submit = time.monotonic()
+    assert _wait(lambda: bool(synced) and synced[-1] >= last_submit, timeout=0.25 + 1.0)
+    # ~1 s of submissions, one fsync per 0.25 s at most (not one per record).
+    assert 2 <= len([t for t in synced if t >= start]) <= 1 / 0.25 + 3
+    assert client.spooled == 100
+    client.close(timeout=0.1)
+
+
+def test_a_second_process_on_the_same_run_keeps_to_memory(database: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    with _server(database) as server:
+        first = SharpwatchClient(server.url, spool_dir=spool)
+        first.register_run("shared", group_size=4)
+        second = SharpwatchClient(server.url, spool_dir=spool, flush_interval=0.005)
+        run = second.register_run("shared", group_size=4)
+        assert first.spool_path is not None
+        assert second.spool_path is None  # the log is locked by the first
+        for step in range(5):
+            second.submit(_record(step))
+        assert second.flush(timeout=20), second.flush_error
+        assert [s["step"] for s in _stored(server.url, run.id)] == list(range(5))
+        second.close()
+        first.close()
