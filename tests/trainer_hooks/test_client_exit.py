@@ -27,7 +27,6 @@ def _python(code: str, spool: Path) -> subprocess.CompletedProcess[str]:
     prelude = f"""
         import os, signal, sys, threading, time
         from trainer_hooks import SharpwatchClient
-        from trainer_hooks import _exit
         URL = "http://127.0.0.1:{_free_port()}"  # nothing listens: the service is down
         SPOOL = {str(spool)!r}
         def record(step):
@@ -90,6 +89,7 @@ def test_sigint_raises_keyboard_interrupt_and_the_spool_holds_every_step(tmp_pat
 def test_the_trainers_own_handler_still_runs_and_is_restored_on_close(tmp_path: Path) -> None:
     result = _python(
         """
+        from trainer_hooks import _exit
         calls = []
         def mine(signum, frame):
             calls.append(signum)
@@ -121,6 +121,7 @@ def test_the_trainers_own_handler_still_runs_and_is_restored_on_close(tmp_path: 
 def test_no_handler_is_installed_from_another_thread(tmp_path: Path) -> None:
     result = _python(
         """
+        from trainer_hooks import _exit
         before = signal.getsignal(signal.SIGTERM)
         clients = []
         thread = threading.Thread(target=lambda: clients.append(
