@@ -256,7 +256,8 @@ def render(report: ImportReport, console: Any) -> None:
     if report.alpha_changes:
         first = report.alpha_changes[0]
         say(
-            f"[bold]IAC α controller[/]: {len(report.alpha_changes)} adjust_alpha command(s); "
+            f"[bold]IAC α controller[/] (for a trainer with IAC on): "
+            f"{len(report.alpha_changes)} adjust_alpha command(s); "
             f"first at step {first['step']}: α {first['old_alpha']:g} → {first['new_alpha']:g}"
         )
     mcs = "—" if report.model_collapse_step is None else str(report.model_collapse_step)

@@ -42,7 +42,10 @@ def test_import_with_authentication(tmp_path: Path) -> None:
             token=operator,
             progress=lambda done, total: seen.append((done, total)),
         )
+        again = run_import([tmp_path / "tb"], url=server.url, token=operator)[0]
     assert (report.accepted, report.duplicates) == (50, 0)
+    # The first import ended the run (and its ingest token); the re-registration issues another.
+    assert (again.run_id, again.accepted, again.duplicates) == (report.run_id, 0, 50)
     floor = report.first_alert("entropy_floor")
     assert floor is not None
     assert floor.first_step == 46
