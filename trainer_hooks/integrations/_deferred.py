@@ -30,6 +30,8 @@ class DeferredSender:
         self.target = target
         self._pending: dict[str, Any] | None = None
         self._lock = threading.Lock()
+        #: The last record :meth:`complete` sent (with the framework's metrics merged in).
+        self.last_completed: dict[str, Any] | None = None
 
     @property
     def pending_step(self) -> int | None:
@@ -62,6 +64,7 @@ class DeferredSender:
                 merged[name] = None if value is None else float(value)
         record["metrics"] = merged
         record["non_finite"] = non_finite
+        self.last_completed = record
         self._forward(record)
         return int(record["step"])
 

@@ -33,6 +33,7 @@ from trainer_hooks._errors import ConfigurationError
 from trainer_hooks._types import StepInputs, StepResult
 from trainer_hooks._watch import RunSession
 from trainer_hooks.integrations._deferred import DeferredSender
+from trainer_hooks.integrations._logged import ServiceStatus, logged_metrics
 
 __all__ = [
     "DEFAULT_LOG_METRICS",
@@ -67,6 +68,10 @@ def completion_key(completion: Any) -> str:
         completion = completion[-1].get("content", "")
     text = completion if isinstance(completion, str) else repr(completion)
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _not_a_training_log(logs: Mapping[str, Any]) -> bool:
+    return any(str(k).startswith("eval_") for k in logs) or "train_runtime" in logs
 
 
 class SharpwatchCallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
@@ -110,6 +115,64 @@ class SharpwatchCallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
         self.deferred = DeferredSender(session.monitor.sender)
         session.monitor.sender = self.deferred
         self.last_result: StepResult | None = None
+        self.status: ServiceStatus | None = None
+        self._bound: Any = None
+
+    # -- the trainer's own loggers ------------------------------------------------------------
+    def bind(self, trainer: Any, *, status_interval: float = 5.0) -> SharpwatchCallback:
+        """Also put the step's numbers into ``trainer``'s own logs, as ``sharpwatch/...``
+        (see :mod:`trainer_hooks.integrations._logged`), so they reach every ``report_to``
+        backend (W&B, TensorBoard, MLflow...) at the step they belong to.
+
+        It wraps ``trainer.log``: before TRL averages its metrics of the logging window, the
+        callback computes (or, for :class:`IACGRPOTrainer`, completes) the step's record with
+        TRL's own entropy, KL and loss, and appends the ``sharpwatch/...`` values to TRL's
+        metrics (``trainer._metrics["train"]``). The service's open alerts and Model Collapse
+        Step are refreshed in the background every ``status_interval`` seconds. Idempotent.
+        """
+        if self._bound is trainer:
+            return self
+        if self._bound is not None:
+            raise ConfigurationError("this SharpwatchCallback is already bound to another trainer")
+        if not hasattr(trainer, "_metrics"):
+            raise ConfigurationError("bind needs a TRL trainer (it logs through trainer._metrics)")
+        self._bound = trainer
+        original = trainer.log
+
+        def log_with_sharpwatch(logs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            try:
+                self._before_log(trainer, logs)
+            except Exception:
+                log.exception("sharpwatch: adding sharpwatch/* to the trainer's logs failed")
+            return original(logs, *args, **kwargs)
+
+        trainer.log = log_with_sharpwatch
+        if self.session.client is not None:
+            self.status = ServiceStatus(self.session, interval=status_interval).start()
+        return self
+
+    def _before_log(self, trainer: Any, logs: Mapping[str, Any]) -> None:
+        if _not_a_training_log(logs) or not getattr(trainer.model, "training", True):
+            return
+        window: dict[str, Any] = dict(logs)
+        for key, values in trainer._metrics["train"].items():
+            finite = [float(v) for v in values if v is not None and v == v]
+            if finite:
+                window[key] = sum(finite) / len(finite)  # as TRL averages the window
+        metrics = self._logged(window)
+        record_metrics: Mapping[str, Any] | None = None
+        if self.deferred.pending_step is not None:
+            self.deferred.complete(metrics)  # IACGRPOTrainer: computed at generation time
+            if self.deferred.last_completed is not None:
+                record_metrics = self.deferred.last_completed["metrics"]
+        else:
+            result = self._step_from_rewards(metrics, trainer.state.global_step)
+            if result is not None:
+                record_metrics = {**metrics, **result.metrics}
+        if record_metrics is None:
+            return
+        for key, value in logged_metrics(record_metrics, self.status).items():
+            trainer._metrics["train"][key].append(value)
 
     # -- reward functions ---------------------------------------------------------------------
     def reward_func(self, func: Callable[..., Sequence[float | None]]) -> Callable[..., Any]:
@@ -175,26 +238,29 @@ class SharpwatchCallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
         **kwargs: Any,
     ) -> None:
         logs = logs or {}
-        if any(str(k).startswith("eval_") for k in logs) or "train_runtime" in logs:
+        if _not_a_training_log(logs):
             return  # evaluation or the end-of-training summary: not a training step
         metrics = self._logged(logs)
         if self.deferred.pending_step is not None:
             self.deferred.complete(metrics)  # the step was computed at generation time
         else:
-            taken = self._take_rewards()
-            if taken is not None:
-                rewards, keys = taken
-                extra = {k: v for k, v in metrics.items() if v is not None}
-                self.last_result = self.session.step(
-                    StepInputs(
-                        rewards=rewards,
-                        answer_keys=keys,
-                        extra=extra,
-                        step=max(0, state.global_step - 1),
-                    )
-                )
-                self.deferred.flush()
+            self._step_from_rewards(metrics, state.global_step)
         self._obey(control)
+
+    def _step_from_rewards(
+        self, metrics: Mapping[str, float | None], global_step: int
+    ) -> StepResult | None:
+        """One step from the wrapped reward functions' rewards (None when none were seen)."""
+        taken = self._take_rewards()
+        if taken is None:
+            return None
+        rewards, keys = taken
+        extra = {k: v for k, v in metrics.items() if v is not None}
+        self.last_result = self.session.step(
+            StepInputs(rewards=rewards, answer_keys=keys, extra=extra, step=max(0, global_step - 1))
+        )
+        self.deferred.flush()
+        return self.last_result
 
     def on_evaluate(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -210,6 +276,8 @@ class SharpwatchCallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self.deferred.flush()
+        if self.status is not None:
+            self.status.close()
 
     def _obey(self, control: TrainerControl) -> None:
         if self.session.should_stop and not control.should_training_stop:
@@ -255,6 +323,7 @@ class IACGRPOTrainer(GRPOTrainer):  # type: ignore[misc,unused-ignore]
             sharpwatch, num_generations=self.num_generations, answer_key=answer_key
         )
         self.add_callback(self.sharpwatch_callback)
+        self.sharpwatch_callback.bind(self)
         self._sw_rewards: torch.Tensor | None = None
         self._sw_keys: list[Hashable] | None = None
         self._sw_answer_key = answer_key

@@ -21,20 +21,23 @@ advantages), before ``trainer.fit()``. See docs/integrations.md.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 import torch
 
-from trainer_hooks._errors import SharpwatchHooksError
+from trainer_hooks._errors import ConfigurationError, SharpwatchHooksError
 from trainer_hooks._iac import iac_calibrate
 from trainer_hooks._layout import make_layout, segment_sum
 from trainer_hooks._types import StepInputs, StepResult
-from trainer_hooks._watch import RunSession
+from trainer_hooks._watch import RunSession, watch
 from trainer_hooks.integrations._deferred import DeferredSender
+from trainer_hooks.integrations._logged import ServiceStatus, logged_metrics
 
 __all__ = [
     "DEFAULT_VERL_METRICS",
@@ -42,8 +45,11 @@ __all__ = [
     "EarlyStopError",
     "SharpwatchVerlTap",
     "grpo_outcome_scores",
+    "hook_tracking",
     "iac_grpo_outcome_advantage",
+    "install_plugin",
     "register",
+    "tap_from_env",
 ]
 
 log = logging.getLogger("trainer_hooks.integrations.verl")
@@ -145,6 +151,10 @@ def _config_get(config: Any, key: str, default: Any) -> Any:
 _active_tap: SharpwatchVerlTap | None = None
 _tap_lock = threading.Lock()
 
+#: Environment variables that make the plugin open a run by itself in the process that computes
+#: the advantages (veRL's driver, a Ray actor under the v1 trainer): see :func:`tap_from_env`.
+ENV_URL = "SHARPWATCH_URL"
+
 
 def compute_iac_grpo_advantage(
     token_level_rewards: torch.Tensor,
@@ -159,6 +169,8 @@ def compute_iac_grpo_advantage(
     epsilon = float(_config_get(config, "epsilon", kwargs.get("epsilon", 1e-6)))
     norm = bool(_config_get(config, "norm_adv_by_std_in_grpo", True))
     tap = _active_tap
+    if tap is None and os.environ.get(ENV_URL):
+        tap = tap_from_env(config, index)
     if tap is not None:
         return tap.advantages(
             token_level_rewards, response_mask, index, epsilon=epsilon, norm_adv_by_std_in_grpo=norm
@@ -192,26 +204,162 @@ def register(
     return compute_iac_grpo_advantage
 
 
+def hook_tracking(tracking_cls: type[Any] | None = None) -> Callable[[], None] | None:
+    """Wrap ``Tracking.log`` (default ``verl.utils.tracking.Tracking``) once per process so that,
+    while a tap is attached, every logged step completes and sends the step's record, adds the
+    ``sharpwatch/...`` numbers to what veRL's backends (W&B, TensorBoard, MLflow, console...)
+    receive, and raises :class:`EarlyStopError` after an early_stop. Without an attached tap the
+    wrapper only calls veRL's method. ``Tracking.finish`` closes a run the plugin opened
+    (:func:`tap_from_env`). Returns an undo, or None when the class was already wrapped."""
+    if tracking_cls is None:
+        tracking_cls = importlib.import_module("verl.utils.tracking").Tracking
+    assert tracking_cls is not None
+    cls: type[Any] = tracking_cls
+    original_log = cls.log
+    if getattr(original_log, "_sharpwatch_hook", False):
+        return None
+    original_finish = getattr(cls, "finish", None)
+
+    def log(self_: Any, data: Mapping[str, Any], step: int, *a: Any, **k: Any) -> Any:
+        tap = _active_tap
+        if tap is None:
+            return original_log(self_, data, step, *a, **k)
+        stop = tap.log(data, step)
+        merged = {**data, **tap.last_logged} if tap.last_logged else data
+        out = original_log(self_, merged, step, *a, **k)
+        if stop:
+            request = tap.session.stop_request
+            reason = request.reason if request is not None else "early_stop"
+            raise EarlyStopError(f"sharpwatch early_stop at step {step}: {reason}")
+        return out
+
+    log._sharpwatch_hook = True  # type: ignore[attr-defined]
+    log.__name__ = "log"
+    log.__doc__ = original_log.__doc__
+    cls.log = log
+
+    def finish(self_: Any, *a: Any, **k: Any) -> Any:
+        try:
+            return original_finish(self_, *a, **k) if original_finish is not None else None
+        finally:
+            tap = _active_tap
+            if tap is not None and tap.owns_session:
+                exit_code = k.get("exit_code", a[0] if a else 0)
+                tap.close(status=None if exit_code == 0 else "failed")
+
+    if original_finish is not None:
+        finish.__name__ = "finish"
+        cls.finish = finish
+
+    def undo() -> None:
+        cls.log = original_log
+        if original_finish is not None:
+            cls.finish = original_finish
+
+    return undo
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+
+
+def tap_from_env(
+    config: Any = None, index: Iterable[Hashable] | torch.Tensor | None = None
+) -> SharpwatchVerlTap | None:
+    """Open a run from the environment in this process and attach a tap to it (what the veRL
+    plugin does in veRL's driver, on the first ``iac_grpo`` call). None without ``SHARPWATCH_URL``.
+
+    ``SHARPWATCH_URL`` the service; ``SHARPWATCH_RUN_NAME`` (default ``verl``),
+    ``SHARPWATCH_PROJECT``, ``SHARPWATCH_TOKEN``; ``SHARPWATCH_GROUP_SIZE`` (default: the largest
+    ``uid`` group of the first batch, i.e. ``rollout.n``); ``SHARPWATCH_KL_BETA`` (default 0) and
+    ``SHARPWATCH_REFERENCE_BETA`` (β for Z'(q) when the KL coefficient is 0; default 0.04);
+    ``SHARPWATCH_STATUS_INTERVAL`` (seconds between reads of the run's open alerts; default 5).
+    The initial α is the algorithm config's ``iac_alpha`` (default 1.0).
+    """
+    global _active_tap
+    url = os.environ.get(ENV_URL)
+    if not url:
+        return None
+    with _tap_lock:
+        if _active_tap is not None:
+            return _active_tap
+        raw_g = os.environ.get("SHARPWATCH_GROUP_SIZE")
+        if raw_g:
+            try:
+                group_size = int(raw_g)
+            except ValueError:
+                raise ConfigurationError(
+                    f"SHARPWATCH_GROUP_SIZE must be an integer, got {raw_g!r}"
+                ) from None
+        else:
+            ids = [] if index is None else _group_ids(index)
+            counts: dict[Hashable, int] = {}
+            for i in ids.tolist() if isinstance(ids, torch.Tensor) else ids:
+                counts[i] = counts.get(i, 0) + 1
+            group_size = max(counts.values(), default=1)
+        kl_beta = _env_float("SHARPWATCH_KL_BETA", 0.0)
+        session = watch(
+            url,
+            name=os.environ.get("SHARPWATCH_RUN_NAME") or "verl",
+            project=os.environ.get("SHARPWATCH_PROJECT") or "default",
+            token=os.environ.get("SHARPWATCH_TOKEN") or None,
+            group_size=group_size,
+            kl_beta=kl_beta,
+            reference_beta=_env_float("SHARPWATCH_REFERENCE_BETA", 0.04) if kl_beta == 0 else None,
+            alpha=float(_config_get(config, "iac_alpha", 1.0)),
+            success_threshold=float(_config_get(config, "iac_success_threshold", 0.5)),
+        )
+        tap = SharpwatchVerlTap(
+            session, status_interval=_env_float("SHARPWATCH_STATUS_INTERVAL", 5.0)
+        )
+        tap.owns_session = True
+    try:
+        hook_tracking()  # already done by the plugin; a no-op then
+    except ImportError:
+        log.warning("sharpwatch: veRL's Tracking is not importable; call tap.log(...) yourself")
+    tap.attach()
+    atexit.register(tap.close)
+    return tap
+
+
 class SharpwatchVerlTap:
     """Binds the ``iac_grpo`` estimator and veRL's metrics to a run session.
 
     Args:
         session: the run (``trainer_hooks.watch(...)``), opened in the driver process.
         metrics: veRL metric key -> sharpwatch metric name for :meth:`log`.
+        status_interval: seconds between reads of the run's open alerts and Model Collapse
+            Step on the service (for the ``sharpwatch/...`` numbers in veRL's loggers).
 
     Use it as a context manager (or :meth:`attach` / :meth:`detach`); while attached, every
     ``iac_grpo`` call in this process goes through the session.
     """
 
     def __init__(
-        self, session: RunSession, *, metrics: Mapping[str, str] = DEFAULT_VERL_METRICS
+        self,
+        session: RunSession,
+        *,
+        metrics: Mapping[str, str] = DEFAULT_VERL_METRICS,
+        status_interval: float = 5.0,
     ) -> None:
         self.session = session
         self.metrics = dict(metrics)
         self.deferred = DeferredSender(session.monitor.sender)
         session.monitor.sender = self.deferred
         self.last_result: StepResult | None = None
+        #: The ``sharpwatch/...`` numbers of the step :meth:`log` last completed ({} if none).
+        self.last_logged: dict[str, float] = {}
+        self.status = ServiceStatus(session, interval=status_interval)
+        #: True when the tap opened its session itself (:func:`tap_from_env`) and closes it.
+        self.owns_session = False
         self._restore: Callable[[], None] | None = None
+        self._closed = False
 
     # -- estimator side -----------------------------------------------------------------------
     def advantages(
@@ -247,7 +395,8 @@ class SharpwatchVerlTap:
     # -- logging side -------------------------------------------------------------------------
     def log(self, data: Mapping[str, Any], step: int | None = None) -> bool:
         """Complete the pending step record with veRL's ``data`` (the driver's metrics dict)
-        and send it. Returns True when the run should stop."""
+        and send it; :attr:`last_logged` then holds the step's ``sharpwatch/...`` numbers.
+        Returns True when the run should stop."""
         values: dict[str, float | None] = {}
         for key, name in self.metrics.items():
             value = data.get(key)
@@ -257,7 +406,12 @@ class SharpwatchVerlTap:
                 value = value.item()  # numpy scalars
             if isinstance(value, int | float) and not isinstance(value, bool):
                 values[name] = float(value)
-        self.deferred.complete(values)
+        completed = self.deferred.complete(values)
+        record = self.deferred.last_completed
+        if completed is not None and record is not None:
+            self.last_logged = logged_metrics(record["metrics"], self.status)
+        else:
+            self.last_logged = {}
         return self.session.should_stop
 
     @property
@@ -269,17 +423,31 @@ class SharpwatchVerlTap:
         global _active_tap
         with _tap_lock:
             _active_tap = self
+        self.status.start()
         return self
 
     def detach(self) -> None:
         global _active_tap
         self.deferred.flush()
+        self.status.close()
         with _tap_lock:
             if _active_tap is self:
                 _active_tap = None
         if self._restore is not None:
             self._restore()
             self._restore = None
+
+    def close(self, status: str | None = None) -> None:
+        """Detach, and close the session when the tap opened it (``status`` default: stopped
+        after an early_stop, else finished). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.detach()
+        if self.owns_session:
+            if status is None:
+                status = "stopped" if self.session.should_stop else "finished"
+            self.session.close(status)
 
     def __enter__(self) -> SharpwatchVerlTap:
         return self.attach()
@@ -288,28 +456,20 @@ class SharpwatchVerlTap:
         self.detach()
 
     def install(self, tracking_cls: type[Any] | None = None) -> SharpwatchVerlTap:
-        """Hook ``verl.utils.tracking.Tracking.log`` (or ``tracking_cls.log``) so every logged
-        step completes and sends the record; after an early_stop the hook raises
-        :class:`EarlyStopError` (catch it around ``trainer.fit()``). Undone by :meth:`detach`."""
-        if tracking_cls is None:
-            tracking_cls = importlib.import_module("verl.utils.tracking").Tracking
-        assert tracking_cls is not None
-        cls: type[Any] = tracking_cls
-        original = cls.log
-        tap = self
-
-        def log_and_tap(self_: Any, data: Mapping[str, Any], step: int, *a: Any, **k: Any) -> Any:
-            out = original(self_, data, step, *a, **k)
-            if tap.log(data, step):
-                request = tap.session.stop_request
-                reason = request.reason if request is not None else "early_stop"
-                raise EarlyStopError(f"sharpwatch early_stop at step {step}: {reason}")
-            return out
-
-        cls.log = log_and_tap
-
-        def restore() -> None:
-            cls.log = original
-
-        self._restore = restore
+        """Hook ``verl.utils.tracking.Tracking`` (or ``tracking_cls``) with :func:`hook_tracking`
+        so every logged step completes and sends the record (and veRL's loggers get the
+        ``sharpwatch/...`` numbers); after an early_stop the hook raises :class:`EarlyStopError`
+        (catch it around ``trainer.fit()``). :meth:`detach` undoes a hook this call added."""
+        self._restore = hook_tracking(tracking_cls)
         return self.attach()
+
+
+def install_plugin() -> None:
+    """What the ``verl.plugins`` entry point runs in every process that imports veRL: register
+    ``iac_grpo`` and hook ``Tracking`` (inert until a tap is attached). Never raises: veRL
+    swallows plugin errors at debug level, so a failure is logged as a warning here."""
+    try:
+        register()
+        hook_tracking()
+    except Exception:
+        log.warning("sharpwatch veRL plugin failed to install", exc_info=True)

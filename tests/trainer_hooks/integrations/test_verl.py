@@ -24,6 +24,7 @@ from trainer_hooks.integrations.verl import (
     EarlyStopError,
     SharpwatchVerlTap,
     compute_iac_grpo_advantage,
+    hook_tracking,
     iac_grpo_outcome_advantage,
     register,
 )
@@ -124,13 +125,19 @@ def test_importing_the_integrations_imports_no_framework() -> None:
 
 
 class FakeTracking:
-    """veRL's ``Tracking`` interface: ``log(data, step)``."""
+    """veRL's ``Tracking`` interface: ``log(data, step)``, ``finish(exit_code=0)``."""
 
     def __init__(self) -> None:
         self.logged: list[int] = []
+        self.data: list[dict[str, Any]] = []
+        self.finished: list[int] = []
 
     def log(self, data: dict[str, Any], step: int) -> None:
         self.logged.append(step)
+        self.data.append(dict(data))
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.finished.append(exit_code)
 
 
 def test_tap_streams_steps_with_verl_metrics_and_stops(sqlite_server: ServerThread) -> None:
@@ -173,13 +180,60 @@ def test_tap_streams_steps_with_verl_metrics_and_stops(sqlite_server: ServerThre
                 tracker.log({"actor/entropy": 0.1}, 4)
         finally:
             tap.detach()
-        assert FakeTracking.log.__name__ == "log"  # detach restored veRL's method
+        assert not hasattr(FakeTracking.log, "_sharpwatch_hook")  # detach restored veRL's
         assert tracker.logged == [1, 2, 3, 4]
+        # veRL's backends received our numbers with its own, at its step.
+        for data, entropy in zip(tracker.data, [0.5, 0.4, 0.3, 0.1], strict=True):
+            assert data["actor/entropy"] == entropy
+            assert data["sharpwatch/entropy"] == pytest.approx(entropy)
+            assert data["sharpwatch/alpha"] == 1.0
+            assert 0.0 <= data["sharpwatch/success_rate"] <= 1.0
+            assert data["sharpwatch/p_star"] == pytest.approx(1 - 2 ** (-1 / 4))
     steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps").json()["items"]
     assert [s["step"] for s in steps] == [0, 1, 2, 3]
     assert [round(s["metrics"]["entropy"], 6) for s in steps] == [0.5, 0.4, 0.3, 0.1]
+    for data, record in zip(tracker.data, steps, strict=True):
+        assert data["sharpwatch/success_rate"] == pytest.approx(record["metrics"]["success_rate"])
     assert steps[0]["metrics"]["loss"] == 0.25
     assert steps[0]["metrics"]["verl/score_mean"] == 0.6
     detail = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps/0").json()
     assert sorted(q["group_size"] for q in detail["queries"]) == [1, 3, 4, 4]
     assert httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}").json()["status"] == "stopped"
+
+
+def test_plugin_style_tap_from_the_environment(
+    sqlite_server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the veRL plugin does in the driver: the first iac_grpo call opens the run from
+    SHARPWATCH_* variables; the hooked Tracking completes each step; finish() closes the run."""
+    monkeypatch.setenv("SHARPWATCH_URL", sqlite_server.url)
+    monkeypatch.setenv("SHARPWATCH_RUN_NAME", "verl-env")
+    monkeypatch.setenv("SHARPWATCH_STATUS_INTERVAL", "0.05")
+    monkeypatch.delenv("SHARPWATCH_GROUP_SIZE", raising=False)
+    undo = hook_tracking(FakeTracking)
+    assert undo is not None
+    assert hook_tracking(FakeTracking) is None  # once per class
+    tracker = FakeTracking()
+    try:
+        for step in range(2):
+            token_rewards, mask, index = _batch(step)
+            adv, _ = compute_iac_grpo_advantage(
+                token_level_rewards=token_rewards,
+                response_mask=mask,
+                index=index,
+                config={"norm_adv_by_std_in_grpo": True, "iac_alpha": 0.5},
+            )
+            want, _ = iac_grpo_outcome_advantage(token_rewards, mask, index, alpha=0.5)
+            assert torch.allclose(adv, want, atol=1e-6)
+            tracker.log({"actor/entropy": 0.7}, step + 1)
+        tracker.finish(exit_code=0)
+    finally:
+        undo()
+    assert tracker.finished == [0]
+    runs = httpx.get(f"{sqlite_server.url}/api/v1/runs").json()["items"]
+    (run,) = [r for r in runs if r["name"] == "verl-env"]
+    assert run["group_size"] == 4  # the largest uid group of the first batch
+    assert run["status"] == "finished"
+    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run['id']}/steps").json()["items"]
+    assert [s["metrics"]["alpha"] for s in steps] == [0.5, 0.5]
+    assert all(d["sharpwatch/alpha"] == 0.5 for d in tracker.data)
