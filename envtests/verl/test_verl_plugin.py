@@ -307,7 +307,7 @@ def test_v1_path_streams_steps_and_puts_sharpwatch_numbers_in_verl_tracking(
     runs = httpx.get(f"{service}/api/v1/runs").json()
     (run,) = [r for r in runs["items"] if r["name"] == "verl-v1"]
     assert run["status"] == "finished"  # Tracking.finish closed the run the plugin opened
-    steps = httpx.get(f"{service}/api/v1/runs/{run['id']}/steps").json()["steps"]
+    steps = httpx.get(f"{service}/api/v1/runs/{run['id']}/steps").json()["items"]
     assert [s["step"] for s in steps] == [0, 1, 2]
     # veRL's TensorBoard backend got sharpwatch/* at veRL's step (global_steps = record + 1).
     acc = EventAccumulator(str(tmp_path / "tb"))

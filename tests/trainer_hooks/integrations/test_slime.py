@@ -247,7 +247,7 @@ def test_log_rollout_data_streams_the_step_and_feeds_slimes_logger(
                 sw_slime.log_rollout_data(2, args, _samples(2), {}, 1.0)
         finally:
             sw_slime.use_session(None)
-    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps").json()["steps"]
+    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps").json()["items"]
     assert [s["step"] for s in steps] == [0, 1, 2]
     for rollout_id, seed in enumerate([0, 1]):
         flat = _samples(seed)

@@ -111,7 +111,7 @@ def test_callback_puts_sharpwatch_scalars_in_tensorboard_at_their_steps(
     ours = {tag for tag in series if tag.startswith("train/sharpwatch/")}
     for name in ("entropy", "success_rate", "p_star", "alpha", "open_alerts"):
         assert f"train/sharpwatch/{name}" in ours, sorted(series)
-    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps").json()["steps"]
+    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps").json()["items"]
     assert [s["step"] for s in steps] == [0, 1, 2]
     # TensorBoard's step is TRL's global_step after the update; our record's step is the one
     # before it (0-based). Every logged step carries its own record's numbers.
@@ -161,7 +161,7 @@ def test_iac_trainer_logs_raw_and_calibrated_zprime(
         assert run.run is not None
         run_id = run.run.id
     series = _scalars(tmp_path / "out")
-    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps").json()["steps"]
+    steps = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps").json()["items"]
     assert [s["step"] for s in steps] == [0, 1]
     for tb_step, record in zip([1, 2], steps, strict=True):
         metrics = record["metrics"]
