@@ -62,3 +62,37 @@ def test_import_benchmark_runs() -> None:
     assert len(rows) == 2, result.stdout
     assert "| 900 |" in rows[0]  # 30 steps × 30 veRL metrics
     assert "| 240 |" in rows[1]  # 30 steps × 8 TensorBoard scalars
+
+
+def test_gpu_check_dry_run_on_cpu(tmp_path: Path) -> None:
+    """The GPU check passes a dry run without CUDA: every section runs its CPU fallback, says so,
+    and the results file holds the figures."""
+    import json
+
+    out = tmp_path / "gpu_check.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "gpu_check.py"),
+            "--out",
+            str(out),
+            "--quick",
+            "--skip",
+            "cuda_tests",
+            "tiny_grpo",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "CUDA is absent: running the CPU fallbacks" in result.stderr
+    data = json.loads(out.read_text())
+    assert data["environment"]["cuda_available"] is False
+    step = data["monitor_step"]
+    assert step["fallback"] is True
+    assert step["host_syncs_per_step"] == 1
+    assert step["median_ms"] > 0
+    entropy = data["entropy_bandwidth"]
+    assert entropy["shape"][-1] == 152064
+    assert entropy["share_of_copy"] > 0
