@@ -331,3 +331,69 @@ def test_v1_path_streams_steps_and_puts_sharpwatch_numbers_in_verl_tracking(
         assert series["actor/entropy"][verl_step] == pytest.approx(1.0 - 0.1 * verl_step)
     alerts = httpx.get(f"{service}/api/v1/runs/{run['id']}/collapse").json()["open_alerts"]
     assert series["sharpwatch/open_alerts"][3] == float(len(alerts))
+
+
+RAY_DRIVER = """
+    import json, os
+    import ray
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+
+    @ray.remote
+    class TaskRunner:  # where veRL's v1 driver runs: a Ray actor, another process
+        def run(self, batch):
+            import sys
+            before = sorted(m for m in sys.modules if m.startswith(("trainer_hooks", "verl")))
+            import numpy as np
+            import torch
+            from omegaconf import OmegaConf
+            from verl import DataProto
+            from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories
+            from verl.utils.tracking import Tracking
+
+            tracking = Tracking(
+                project_name="sw", experiment_name="ray", default_backend=["console"], config={}
+            )
+            data = DataProto.from_dict(
+                tensors={
+                    "token_level_rewards": torch.tensor(batch["rewards"]),
+                    "response_mask": torch.tensor(batch["mask"]),
+                },
+                non_tensors={"uid": np.array(batch["uids"], dtype=object)},
+            )
+            data = compute_advantage_for_multi_trajectories(
+                data, batch_keys=[f"{u}_0_0" for u in batch["uids"]], adv_estimator="iac_grpo",
+                num_repeat=4, config=OmegaConf.create({"iac_alpha": 1.0}),
+            )
+            tracking.log(data={"actor/entropy": 0.5}, step=1)
+            tracking.finish(exit_code=0)
+            return {"pid": os.getpid(), "before": before,
+                    "advantages": data.batch["advantages"].tolist()}
+
+    out = ray.get(TaskRunner.remote().run.remote(json.loads(BATCH)))
+    out["driver_pid"] = os.getpid()
+    ray.shutdown()
+    print("RESULT " + json.dumps(out))
+"""
+
+
+def test_in_a_ray_actor_like_the_v1_driver(service: str) -> None:
+    """The v1 driver is a Ray actor: nothing the launch script imports reaches it. The plugin
+    registers iac_grpo there, and the SHARPWATCH_* environment of the launch opens the run."""
+    b = batch(20)
+    code = f"BATCH = {json.dumps(json.dumps(b))}\n" + textwrap.dedent(RAY_DRIVER)
+    out = json.loads(
+        run_python(code, env={"SHARPWATCH_URL": service, "SHARPWATCH_RUN_NAME": "verl-ray"})
+    )
+    assert out["pid"] != out["driver_pid"]
+    assert out["before"] == []  # the actor had imported neither veRL nor ours
+    want = reference(b["scores"], b["uids"], alpha=1.0, norm=True)
+    for row, (n, a) in enumerate(zip(b["lengths"], want, strict=True)):
+        assert out["advantages"][row][:n] == pytest.approx([a] * n, abs=1e-5)
+    runs = httpx.get(f"{service}/api/v1/runs").json()["items"]
+    (run,) = [r for r in runs if r["name"] == "verl-ray"]
+    assert run["status"] == "finished"
+    assert run["group_size"] == G
+    steps = httpx.get(f"{service}/api/v1/runs/{run['id']}/steps").json()["items"]
+    assert [s["step"] for s in steps] == [0]
+    assert steps[0]["metrics"]["entropy"] == 0.5

@@ -10,10 +10,6 @@ from typing import Any
 import httpx
 import pytest
 import torch
-
-pytest.importorskip("trl")
-pytest.importorskip("tensorboard")
-
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import TrainerCallback
 from trl import GRPOTrainer
