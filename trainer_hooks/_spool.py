@@ -40,6 +40,7 @@ log = logging.getLogger("trainer_hooks.client")
 _STEP = re.compile(rb'"step":(-?\d+)[,}]')
 BODY_PREFIX = b'{"steps":['
 BODY_SUFFIX = b"]}"
+COMPACT_BYTES = 4 << 20  # a fully acknowledged log at least this big is emptied
 
 
 def default_spool_dir() -> Path:
@@ -109,11 +110,11 @@ def check_line(line: bytes) -> tuple[bytes | None, str | None]:
 class WriteAheadLog:
     """One run's log on disk. See the module docstring for the format and the repairs."""
 
-    def __init__(self, directory: Path, key: str, *, compact_bytes: int = 4 << 20) -> None:
+    def __init__(self, directory: Path, key: str, *, compact_bytes: int | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{key}.jsonl"
         self.offset_path = directory / f"{key}.offset"
-        self.compact_bytes = compact_bytes
+        self.compact_bytes = COMPACT_BYTES if compact_bytes is None else compact_bytes
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             if fcntl is not None:
@@ -327,6 +328,9 @@ class WriteAheadLog:
         self.acked = 0
         self.save_offset(durable=True)
         os.ftruncate(self._fd, 0)
+        # A buffered reader may still hold the old bytes of these positions: start afresh.
+        self._reader.close()
+        self._reader = open(self.path, "rb")  # noqa: SIM115 - closed in close()
         self.end = 0
         self.trusted_from = 0
         self.pending = 0

@@ -380,3 +380,42 @@ def test_a_second_process_on_the_same_run_keeps_to_memory(database: str, tmp_pat
         assert [s["step"] for s in _stored(server.url, run.id)] == list(range(5))
         second.close()
         first.close()
+
+
+def test_records_survive_many_compactions_of_the_log(
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer_hooks import _spool
+
+    monkeypatch.setattr(_spool, "COMPACT_BYTES", 1)  # empty the log whenever it is drained
+    with _server(database) as server:
+        client = SharpwatchClient(
+            server.url, spool_dir=tmp_path / "spool", batch_size=7, flush_interval=0.001
+        )
+        run = client.register_run("compactions", group_size=4)
+        for step in range(300):
+            client.submit(_record(step, queries=1 + step % 5))  # lines of varying length
+            if step % 13 == 0:
+                time.sleep(0.01)
+        assert client.flush(timeout=60), client.flush_error
+        stored = _stored(server.url, run.id)
+        assert [s["step"] for s in stored] == list(range(300))
+        assert (client.rejected, client.dropped, client.bad_lines) == (0, 0, 0)
+        client.close()
+
+
+def test_the_log_reads_new_records_after_a_compaction(tmp_path: Path) -> None:
+    from trainer_hooks._spool import WriteAheadLog
+
+    wal = WriteAheadLog(tmp_path, "k", compact_bytes=1)
+    wal.append([_line(0), _line(1)], 1)
+    first = wal.read(wal.acked, wal.end, 1, None)  # the reader buffers more than it returns
+    rest = wal.read(first.end, wal.end, 10, None)
+    assert [json.loads(x)["step"] for x in first.lines + rest.lines] == [0, 1]
+    wal.ack(rest.end, first.consumed + rest.consumed)
+    wal.read(0, 1, 1, None)  # a read that leaves the old bytes in the reader's buffer
+    assert wal.compact()
+    wal.append([_line(2), _line(3)], 3)  # the same byte positions as steps 0 and 1
+    chunk = wal.read(wal.acked, wal.end, 10, None)
+    assert [json.loads(x)["step"] for x in chunk.lines] == [2, 3]
+    wal.close()
