@@ -1,4 +1,6 @@
-"""veRL integration: an IAC advantage estimator for veRL's registry, and a metrics tap.
+"""veRL integration (tested with veRL 0.9.1 and its v1 trainer): an IAC advantage estimator for
+veRL's registry, registered in every process by our ``verl.plugins`` entry point, and a metrics
+tap on veRL's ``Tracking``.
 
 - :func:`iac_grpo_outcome_advantage` — the pure function: veRL's GRPO outcome advantage (group
   mean and unbiased std per ``uid``; a group of one keeps its score; ``norm_adv_by_std_in_grpo``
@@ -11,12 +13,17 @@
   call runs ``session.step`` (group statistics, Z'(q), the run's current α, which the service's
   ``adjust_alpha`` commands change), and :meth:`SharpwatchVerlTap.log` completes the step record
   with veRL's logged metrics (``actor/entropy`` and friends) when the driver logs them.
-  :meth:`SharpwatchVerlTap.install` hooks veRL's ``Tracking.log`` so that happens by itself, and
-  raises :class:`EarlyStopError` out of ``trainer.fit()`` after an ``early_stop``.
+  :func:`hook_tracking` wraps veRL's ``Tracking.log`` so that happens by itself, adds the
+  step's ``sharpwatch/...`` numbers to what veRL's backends log, and raises
+  :class:`EarlyStopError` out of ``trainer.fit()`` after an ``early_stop``.
+- :func:`install_plugin` — what the ``verl.plugins`` entry point
+  (:mod:`trainer_hooks.integrations._verl_plugin`) runs when a process imports veRL:
+  :func:`register` and :func:`hook_tracking`. Under the v1 trainer the driver is a Ray actor, so
+  the run is opened there, from ``SHARPWATCH_*`` environment variables, on the first
+  ``iac_grpo`` call (:func:`tap_from_env`), and ``Tracking.finish`` closes it.
 
-This module imports veRL only inside :func:`register` and :meth:`SharpwatchVerlTap.install`;
-the pure function needs torch alone. Register in the driver process (where veRL computes
-advantages), before ``trainer.fit()``. See docs/integrations.md.
+This module imports veRL only inside :func:`register` and :func:`hook_tracking`; the pure
+function needs torch alone. See docs/integrations.md.
 """
 
 from __future__ import annotations
