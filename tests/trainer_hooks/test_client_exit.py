@@ -14,6 +14,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import httpx
+
+from tests._servers import ServerThread
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -23,11 +27,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _python(code: str, spool: Path) -> subprocess.CompletedProcess[str]:
+def _python(code: str, spool: Path, url: str | None = None) -> subprocess.CompletedProcess[str]:
+    url = url or f"http://127.0.0.1:{_free_port()}"  # by default nothing listens: service down
     prelude = f"""
         import os, signal, sys, threading, time
         from trainer_hooks import SharpwatchClient
-        URL = "http://127.0.0.1:{_free_port()}"  # nothing listens: the service is down
+        URL = {url!r}
         SPOOL = {str(spool)!r}
         def record(step):
             return {{"step": step, "metrics": {{"entropy": 1.0}}, "queries": []}}
@@ -63,6 +68,30 @@ def test_sigterm_with_the_default_action_leaves_every_step_in_the_spool(tmp_path
     assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]  # the default action
     assert "still alive" not in result.stdout
     assert _logged_steps(tmp_path) == list(range(200))
+
+
+def test_sigterm_with_the_service_up_sends_what_is_unsent_before_the_process_ends(
+    tmp_path: Path, sqlite_server: ServerThread
+) -> None:
+    result = _python(
+        """
+        client = SharpwatchClient(URL, spool_dir=SPOOL, flush_interval=0.3, batch_size=10)
+        run = client.register_run("sigterm-up", group_size=4)
+        print(run.id, flush=True)
+        for step in range(60):
+            client.submit(record(step))
+        os.kill(os.getpid(), signal.SIGTERM)  # most of the 60 are not sent yet
+        time.sleep(30)
+        """,
+        tmp_path,
+        url=sqlite_server.url,
+    )
+    assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
+    run_id = int(result.stdout.split()[0])
+    steps = httpx.get(
+        f"{sqlite_server.url}/api/v1/runs/{run_id}/steps", params={"limit": 1000}
+    ).json()["items"]
+    assert [s["step"] for s in steps] == list(range(60))
 
 
 def test_sigint_raises_keyboard_interrupt_and_the_spool_holds_every_step(tmp_path: Path) -> None:
