@@ -15,9 +15,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 _PATH = ROOT / "examples" / "toy_softmax.py"
@@ -93,7 +95,9 @@ def test_bad_counts_are_refused(tmp_path: Path, args: list[str], name: str) -> N
 def test_small_run_writes_only_into_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     before = _committed_mtimes()
+    threads = torch.get_num_threads()
     written = toy.main(["--out", "run/out", "--seeds", "2", "--steps", "12"])
+    assert torch.get_num_threads() == threads  # the script's one-thread setting is undone
     expected = {toy.SUMMARY_JSON, toy.SUMMARY_MD, *toy.FIGURES}
     assert {p.name for p in written} == expected
     assert _tree(tmp_path) == {"run", "run/out"} | {f"run/out/{n}" for n in expected}
@@ -252,12 +256,28 @@ def test_figure_titles_carry_the_counts() -> None:
     )
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The script's own setting (4×4 matrices): threads only add overhead on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
-def test_committed_optimizer_rows_recompute() -> None:
-    """Figure 4's rows of the committed summary, recomputed from scratch (18 runs of 500 steps)."""
+@pytest.mark.parametrize(
+    "keys",
+    [
+        pytest.param(("momentum_before_sgd", "adamw_before_sgd"), id="figure4"),
+        pytest.param(("iac_dlc_holds_sgd", "iac_dlc_holds_adamw"), id="figure5-iac-dlc"),
+    ],
+)
+def test_committed_rows_recompute(keys: tuple[str, ...], one_thread: None) -> None:
+    """Rows of the committed summary, recomputed from scratch at its seeds and steps (Figure 4:
+    18 runs of 500 steps; Figure 5's IAC + DLC rows, AdamW lr 0.03 variant included: 18 runs)."""
     summary = json.loads((COMMITTED / toy.SUMMARY_JSON).read_text())
     runs = toy.Runs(summary["seeds"], summary["steps"])
-    keys = ("momentum_before_sgd", "adamw_before_sgd")
     fresh = toy.evaluate(runs, [o for o in toy.ORDERINGS if o.key in keys])
     committed = {r["key"]: r for r in summary["orderings"] if r["key"] in keys}
     for row in fresh["orderings"]:
