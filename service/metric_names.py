@@ -18,9 +18,34 @@ STEP_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("success_rate", "fraction 0..1", "batch success rate, mean of S+/G [§1]"),
     MetricSpec("degenerate_all_fail", "fraction 0..1", "share of groups with S+ = 0 [§1]"),
     MetricSpec("degenerate_all_pass", "fraction 0..1", "share of groups with S+ = G [§1]"),
-    MetricSpec("log_zprime_mean", "nats", "mean over queries of log Z'(q) [§2]"),
-    MetricSpec("log_zprime_p90", "nats", "90th percentile over queries of log Z'(q) [§2]"),
-    MetricSpec("zprime_gt1_frac", "fraction 0..1", "share of queries with Z'(q) > 1 [§2]"),
+    # Z'(q) twice (science.md §2 Decision, §7): from the advantages used for the update
+    # (calibrated: IAC raises every positive advantage, so it grows with α) and from the raw
+    # advantages (the policy's own over-sharpening pressure: zprime_pressure and the α
+    # controller read these, never the calibrated ones). Equal when IAC is off.
+    MetricSpec(
+        "log_zprime_mean",
+        "nats",
+        "mean over queries of log Z'(q), calibrated: from the advantages used for the update "
+        "(after IAC; grows with α) [§2]",
+    ),
+    MetricSpec(
+        "log_zprime_p90", "nats", "90th percentile over queries of calibrated log Z'(q) [§2]"
+    ),
+    MetricSpec(
+        "zprime_gt1_frac", "fraction 0..1", "share of queries with calibrated Z'(q) > 1 [§2]"
+    ),
+    MetricSpec(
+        "log_zprime_raw_mean",
+        "nats",
+        "mean over queries of log Z'(q), raw: from the advantages before IAC (the policy's "
+        "over-sharpening pressure) [§2, §7]",
+    ),
+    MetricSpec("log_zprime_raw_p90", "nats", "90th percentile over queries of raw log Z'(q) [§2]"),
+    MetricSpec(
+        "zprime_raw_gt1_frac",
+        "fraction 0..1",
+        "share of queries with raw Z'(q) > 1; zprime_pressure and the α controller read it [§7]",
+    ),
     MetricSpec("reward_accuracy", "fraction 0..1", "pseudo = oracle reward, per sample [§4]"),
     MetricSpec("label_accuracy", "fraction 0..1", "pseudo-label = ground truth, per query [§4]"),
     MetricSpec("proxy_reward", "reward units", "mean pseudo (intrinsic) reward [§4]"),
@@ -40,8 +65,10 @@ STEP_METRIC_NAMES: frozenset[str] = frozenset(m.name for m in STEP_METRICS)
 
 QUERY_FIELDS: tuple[MetricSpec, ...] = (
     MetricSpec("entropy", "nats", "mean token entropy of this query's responses"),
-    MetricSpec("log_zprime", "nats", "log Z'(q) from the advantages used for the update [§2]"),
-    MetricSpec("log_zprime_raw", "nats", "log Z'(q) from the raw advantages, before IAC [§2]"),
+    MetricSpec(
+        "log_zprime", "nats", "calibrated log Z'(q): from the advantages used for the update [§2]"
+    ),
+    MetricSpec("log_zprime_raw", "nats", "raw log Z'(q): from the advantages before IAC [§2]"),
     MetricSpec("n_modes", "count", "distinct answer keys in the group [§2]"),
     MetricSpec("reward_accuracy", "fraction 0..1", "pseudo vs oracle reward agreement [§4]"),
     MetricSpec("response_length", "tokens", "mean response length in the group"),

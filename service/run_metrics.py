@@ -86,21 +86,56 @@ STEP_GAUGES: tuple[tuple[Family, str], ...] = (
         Family("sharpwatch_run_degenerate_all_pass_ratio", "gauge", "Share of groups with S+ = G."),
         "degenerate_all_pass",
     ),
+    # Z'(q) calibrated (from the advantages used for the update: grows with alpha) and raw
+    # (before IAC: the policy's own pressure, what zprime_pressure and the controller read).
     (
-        Family("sharpwatch_run_log_zprime_mean_nats", "gauge", "Mean over queries of log Z'(q)."),
+        Family(
+            "sharpwatch_run_log_zprime_mean_nats",
+            "gauge",
+            "Mean over queries of calibrated log Z'(q) (advantages after IAC; grows with alpha).",
+        ),
         "log_zprime_mean",
     ),
     (
-        Family("sharpwatch_run_log_zprime_p90_nats", "gauge", "90th percentile of log Z'(q)."),
+        Family(
+            "sharpwatch_run_log_zprime_p90_nats",
+            "gauge",
+            "90th percentile of calibrated log Z'(q) (advantages after IAC).",
+        ),
         "log_zprime_p90",
     ),
     (
         Family(
             "sharpwatch_run_zprime_gt1_ratio",
             "gauge",
-            "Share of queries with Z'(q) > 1 (unsampled modes suppressed).",
+            "Share of queries with calibrated Z'(q) > 1 (advantages after IAC; grows with alpha).",
         ),
         "zprime_gt1_frac",
+    ),
+    (
+        Family(
+            "sharpwatch_run_log_zprime_raw_mean_nats",
+            "gauge",
+            "Mean over queries of raw log Z'(q) (advantages before IAC: the policy's pressure).",
+        ),
+        "log_zprime_raw_mean",
+    ),
+    (
+        Family(
+            "sharpwatch_run_log_zprime_raw_p90_nats",
+            "gauge",
+            "90th percentile of raw log Z'(q) (advantages before IAC).",
+        ),
+        "log_zprime_raw_p90",
+    ),
+    (
+        Family(
+            "sharpwatch_run_zprime_raw_gt1_ratio",
+            "gauge",
+            "Share of queries with raw Z'(q) > 1 (unsampled modes suppressed by the policy's own "
+            "update; zprime_pressure and the alpha controller read it).",
+        ),
+        "zprime_raw_gt1_frac",
     ),
     (
         Family(
@@ -124,6 +159,11 @@ ALPHA = Family(
     "gauge",
     "IAC calibration strength alpha in effect (the service's last decision, else the newest "
     "step's report).",
+)
+ALPHA_PINNED = Family(
+    "sharpwatch_run_alpha_pinned",
+    "gauge",
+    "1 while an operator has pinned alpha (the controller sends no adjust_alpha), else 0.",
 )
 COLLAPSE_STEP = Family(
     "sharpwatch_run_model_collapse_step",
@@ -189,6 +229,7 @@ RUN_FAMILIES: tuple[Family, ...] = (
     P_STAR,
     *(family for family, _ in STEP_GAUGES),
     ALPHA,
+    ALPHA_PINNED,
     COLLAPSE_STEP,
     LAST_STEP,
     LAST_STEP_AGE,
@@ -308,6 +349,7 @@ class RunState:
                 Run.status,
                 Run.verdict,
                 Run.alpha,
+                Run.alpha_pinned,
                 Run.model_collapse_step,
                 Run.last_step,
                 Run.last_step_at,
@@ -357,6 +399,7 @@ class RunState:
             for family, column in STEP_GAUGES:
                 put(family, getattr(row, column))
             put(ALPHA, row.alpha if row.alpha is not None else row.step_alpha)
+            put(ALPHA_PINNED, 1.0 if row.alpha_pinned else 0.0)
             put(COLLAPSE_STEP, row.model_collapse_step)
             put(LAST_STEP, row.last_step)
             age = None if row.last_step_at is None else (now - row.last_step_at).total_seconds()

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base, JSONType, UTCDateTime, utcnow
@@ -50,6 +52,11 @@ class Run(Base):
     detector_state: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     verdict: Mapped[str] = mapped_column(String(16), default="healthy", server_default="healthy")
     alpha: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Revision 0008: an operator's adjust_alpha pins α (the controller sends none) until an
+    # operator releases it (PATCH {"alpha_pinned": false}); science.md §7.
+    alpha_pinned: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=sa_false(), nullable=False
+    )
     model_collapse_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     best_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     stop_reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
@@ -85,6 +92,10 @@ class Step(Base):
     log_zprime_mean: Mapped[float | None] = mapped_column(Float, nullable=True)
     log_zprime_p90: Mapped[float | None] = mapped_column(Float, nullable=True)
     zprime_gt1_frac: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Revision 0008: raw Z' (before IAC) as columns, so series, /metrics and Grafana read it.
+    log_zprime_raw_mean: Mapped[float | None] = mapped_column(Float, nullable=True)
+    log_zprime_raw_p90: Mapped[float | None] = mapped_column(Float, nullable=True)
+    zprime_raw_gt1_frac: Mapped[float | None] = mapped_column(Float, nullable=True)
     reward_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
     label_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
     proxy_reward: Mapped[float | None] = mapped_column(Float, nullable=True)

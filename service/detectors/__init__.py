@@ -16,8 +16,8 @@ Rules (name — signal; default; severity; section of science.md). Windows count
 - ``signal_starvation`` — mean success rate over 5 < p*(G) = 1 − 2^(−1/G) or > 1 − p*(G); warning;
   §1, §5.
 - ``degenerate_groups`` — mean (all_fail + all_pass) over 5 > 0.5; warning; §1.
-- ``zprime_pressure`` — mean zprime_gt1_frac over 10 >= 0.5, or slope >= 0.01/step while >= 0.25;
-  warning; §2.
+- ``zprime_pressure`` — mean zprime_raw_gt1_frac (raw Z', before IAC) over 10 >= 0.5, or slope
+  >= 0.01/step while >= 0.25; warning; §2, §7.
 - ``model_collapse_step`` — reward accuracy < 0.01 (window 1); records the step; critical,
   auto-stop; §4, §5.
 - ``reward_accuracy_divergence`` — over 20 steps proxy_reward slope >= +0.002/step while
@@ -58,7 +58,7 @@ from service.detectors.names import RULE_NAMES, RuleName, RuleStatus, Severity, 
 from service.detectors.pipeline import StepOutcome, process_step
 from service.detectors.policy import RunPolicy
 from service.detectors.records import StepRecord
-from service.detectors.replay import ReplayResult, replay, replay_detailed
+from service.detectors.replay import Replayer, ReplayResult, replay, replay_detailed
 from service.detectors.results import Evaluation, Firing, RuleResult
 from service.detectors.state import DetectorState, Peak
 from service.detectors.transitions import (
@@ -100,6 +100,7 @@ __all__ = [
     "ProbeDeclineSettings",
     "RepetitionCollapseSettings",
     "ReplayResult",
+    "Replayer",
     "RewardAccuracyDivergenceSettings",
     "RiseThenFallSettings",
     "RuleName",

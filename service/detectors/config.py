@@ -135,12 +135,13 @@ class DegenerateGroupsSettings(RuleSettings):
 
 
 class ZPrimePressureSettings(TrendSettings):
-    """``zprime_pressure``: mean ``zprime_gt1_frac`` over the window >= ``max_fraction``, or its
-    slope >= ``rising_slope`` per step while the newest value >= ``rising_min_fraction``."""
+    """``zprime_pressure``: mean ``zprime_raw_gt1_frac`` (Z' from the advantages before IAC,
+    science.md §7) over the window >= ``max_fraction``, or its slope >= ``rising_slope`` per step
+    while the newest value >= ``rising_min_fraction``."""
 
     window: int = Field(10, ge=3, le=_MAX_WINDOW, description="Observations (mean and slope).")
     max_fraction: float = Field(
-        0.5, gt=0.0, le=1.0, description="Mean fraction of queries with Z' > 1 that fires."
+        0.5, gt=0.0, le=1.0, description="Mean fraction of queries with raw Z' > 1 that fires."
     )
     rising_slope: Slope = Field(0.01, description="Per-step rise of the fraction that fires.")
     rising_min_fraction: float = Field(

@@ -40,13 +40,24 @@ def process_step(
     current_alpha: float,
     *,
     stopped: bool = False,
+    alpha_pinned: bool = False,
 ) -> StepOutcome:
     """Everything the service needs for one ingested step. Persist ``outcome.state``, apply
     ``outcome.transitions.actions``, stop the run if ``outcome.transitions.stop``, and send an
     alpha-adjust command if ``outcome.alpha.changed`` — all in the same transaction, with the run
-    row locked (``SELECT ... FOR UPDATE``) so that concurrent workers serialise per run."""
+    row locked (``SELECT ... FOR UPDATE``) so that concurrent workers serialise per run.
+    ``alpha_pinned``: an operator pinned α at ``current_alpha``; the controller changes nothing."""
     ev = evaluate(config, group_size, history, state)
     tr = compute_transitions(config, policy, ev, open_alerts)
     stopping = stopped or tr.stop
-    al = decide_alpha(policy, config, history, ev, tr.state, current_alpha, stopping=stopping)
+    al = decide_alpha(
+        policy,
+        config,
+        history,
+        ev,
+        tr.state,
+        current_alpha,
+        stopping=stopping,
+        pinned=alpha_pinned,
+    )
     return StepOutcome(ev, tr, al, al.state, verdict(tr.open_alerts, stopped=stopping))

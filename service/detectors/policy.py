@@ -52,6 +52,14 @@ class RunPolicy(BaseModel):
     alpha_lower_slope: float = Field(
         0.002, gt=0.0, le=1e6, description="Per-step decline of alpha_lower_metric that lowers α."
     )
+    alpha_relax_zprime_fraction: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="α relaxes back toward its baseline only while the window mean of the raw "
+        "Z'>1 share (zprime_raw_gt1_frac) is at or below this, with entropy healthy; between it "
+        "and zprime_pressure's max_fraction α holds (the dead band that lets it settle).",
+    )
     alpha_healthy_entropy_factor: float = Field(
         2.0,
         ge=1.0,

@@ -136,14 +136,21 @@ def degenerate_groups(ctx: RuleContext) -> RuleResult:
     )
 
 
+#: The policy's own over-sharpening pressure: Z' from the advantages before IAC (science.md §7).
+#: The calibrated ``zprime_gt1_frac`` grows with α by construction (Ã ≥ A for every positive
+#: advantage), so a rule on it, with the α controller raising α when it fires, would feed itself.
+ZPRIME_PRESSURE_METRIC = "zprime_raw_gt1_frac"
+
+
 def zprime_pressure(ctx: RuleContext) -> RuleResult:
     s = ctx.config.zprime_pressure
-    gated = ctx.gate(ZPRIME_PRESSURE, s, "zprime_gt1_frac")
+    metric = ZPRIME_PRESSURE_METRIC
+    gated = ctx.gate(ZPRIME_PRESSURE, s, metric)
     if gated is not None:
         return gated
-    steps, vals = last_values(ctx.history, "zprime_gt1_frac", s.window)
+    steps, vals = last_values(ctx.history, metric, s.window)
     if len(vals) < s.window:
-        return ctx.too_few(ZPRIME_PRESSURE, "zprime_gt1_frac", len(vals), s.window)
+        return ctx.too_few(ZPRIME_PRESSURE, metric, len(vals), s.window)
     m = mean(vals)
     b = slope(steps, vals)
     if not finite(m, b):
@@ -151,15 +158,16 @@ def zprime_pressure(ctx: RuleContext) -> RuleResult:
     high = m >= s.max_fraction
     rising = b >= s.rising_slope and vals[-1] >= s.rising_min_fraction
     if not (high or rising):
-        return ctx.clear(ZPRIME_PRESSURE, f"Z'>1 fraction mean {m:.3f}, slope {b:.3g}/step")
+        return ctx.clear(ZPRIME_PRESSURE, f"raw Z'>1 fraction mean {m:.3f}, slope {b:.3g}/step")
     observed: dict[str, float] = {
-        "zprime_gt1_frac_mean": m,
-        "zprime_gt1_frac": vals[-1],
-        "zprime_gt1_frac_slope": b,
+        "zprime_raw_gt1_frac_mean": m,
+        "zprime_raw_gt1_frac": vals[-1],
+        "zprime_raw_gt1_frac_slope": b,
     }
-    log_z = ctx.newest.value("log_zprime_mean")
-    if log_z is not None:
-        observed["log_zprime_mean"] = log_z
+    for name in ("log_zprime_raw_mean", "zprime_gt1_frac"):  # the calibrated share, for context
+        value = ctx.newest.value(name)
+        if value is not None:
+            observed[name] = value
     why = (
         f"mean {m * 100:.0f}% >= {s.max_fraction * 100:.0f}%"
         if high
@@ -175,7 +183,7 @@ def zprime_pressure(ctx: RuleContext) -> RuleResult:
             "window": s.window,
         },
         message=(
-            f"over-sharpening pressure: queries with Z'>1 (suppressing unsampled modes) {why} "
+            f"over-sharpening pressure: queries with raw Z'>1 (suppressing unsampled modes) {why} "
             f"over {s.window} steps"
         ),
         action="raise IAC alpha (or enable DLC) to stop suppressing unsampled correct modes",

@@ -10,7 +10,10 @@ Shape of :meth:`DetectorState.to_json` (version 1)::
       "last_resolved": {"entropy_slope": 300},   # rule -> step its last alert resolved (cooldown)
       "clear_streak": {"entropy_floor": 2},  # open alert -> clear evaluations in a row so far
                                              # (resolve_after); absent in older documents
-      "alpha_last_adjust_step": 350          # or null; α-controller cooldown
+      "alpha_last_adjust_step": 350,         # or null; α-controller cooldown
+      "alpha_baseline": 1.0                  # or null; the α the controller relaxes back to:
+                                             # the run's first α, then the operator's last pin
+                                             # (absent in older documents)
     }
 """
 
@@ -47,6 +50,7 @@ class DetectorState:
     last_resolved: Mapping[str, int] = field(default_factory=dict)
     alpha_last_adjust_step: int | None = None
     clear_streak: Mapping[str, int] = field(default_factory=dict)
+    alpha_baseline: float | None = None
 
     def with_resolved(self, resolved: Mapping[str, int]) -> DetectorState:
         """A copy with ``resolved`` (rule -> step) merged into ``last_resolved``."""
@@ -75,6 +79,7 @@ class DetectorState:
             "last_resolved": {k: self.last_resolved[k] for k in sorted(self.last_resolved)},
             "alpha_last_adjust_step": self.alpha_last_adjust_step,
             "clear_streak": {k: self.clear_streak[k] for k in sorted(self.clear_streak)},
+            "alpha_baseline": self.alpha_baseline,
         }
 
     @classmethod
@@ -117,6 +122,7 @@ class DetectorState:
                 data.get("alpha_last_adjust_step"), "alpha_last_adjust_step"
             ),
             clear_streak=streaks,
+            alpha_baseline=_opt_finite(data.get("alpha_baseline"), "alpha_baseline"),
         )
 
 
@@ -135,3 +141,11 @@ def _int(value: Any, name: str) -> int:
 
 def _opt_int(value: Any, name: str) -> int | None:
     return None if value is None else _int(value, name)
+
+
+def _opt_finite(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number or null, got {value!r}")
+    return float(value)

@@ -77,7 +77,10 @@ def get_run(run_id: RunId, session: SessionDep, _: RunReader) -> RunOut:
     return RunOut.model_validate(run_store.get(session, run_id))
 
 
-@router.patch("/{run_id}", summary="Change a run: end it, or its rule settings and policy")
+@router.patch(
+    "/{run_id}",
+    summary="Change a run: end it, its rule settings and policy, or release the α pin",
+)
 async def update_run(
     run_id: RunId,
     body: RunUpdate,

@@ -92,6 +92,11 @@ class RunUpdate(StrictModel):
     detectors: DetectorConfig | None = None
     policy: RunPolicy | None = None
     tags: dict[TagKey, TagValue] | None = Field(None, max_length=64)
+    alpha_pinned: bool | None = Field(
+        None,
+        description="`false` releases an operator's α pin and hands α back to the controller; "
+        "`true` pins α where it is (an operator's adjust_alpha command pins it too).",
+    )
 
     @field_validator("failure_reason")
     @classmethod
@@ -118,6 +123,10 @@ class RunOut(BaseModel):
     last_step_at: datetime | None = Field(description="When the highest step was received.")
     verdict: Verdict
     alpha: float | None = Field(description="IAC α in effect, as the trainer last reported it.")
+    alpha_pinned: bool = Field(
+        description="An operator pinned α (adjust_alpha command): the α controller sends no "
+        'adjust_alpha until an operator releases it with PATCH {"alpha_pinned": false}.'
+    )
     model_collapse_step: int | None
     best_step: int | None
     stop_reason: str | None

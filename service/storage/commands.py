@@ -132,6 +132,10 @@ def _create_operator_command(session: Session, run_id: int, spec: CommandCreate)
     if spec.kind == "early_stop":
         run.verdict = "stopped"
         run.stop_reason = spec.reason
+    if spec.kind == "adjust_alpha":
+        # The operator's α holds until an operator releases it (science.md §7): the controller
+        # sends no adjust_alpha while pinned. Release: PATCH the run with alpha_pinned false.
+        run.alpha_pinned = True
     session.commit()
     return command
 

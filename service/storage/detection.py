@@ -135,6 +135,7 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
             },
             working_alpha,
             stopped=stopping,
+            alpha_pinned=run.alpha_pinned,
         )
         state = outcome.state
         _apply_alert_actions(session, run_id, outcome, open_rows)

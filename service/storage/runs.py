@@ -99,6 +99,8 @@ def update_run(session: Session, run_id: int, change: RunUpdate) -> Run:
         run.policy = change.policy.model_dump(mode="json")
     if change.tags is not None:
         run.tags = dict(change.tags)
+    if change.alpha_pinned is not None:
+        run.alpha_pinned = change.alpha_pinned
     session.commit()
     return run
 

@@ -1,19 +1,22 @@
 from __future__ import annotations
 
+import json
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from service.db.base import Base
 from service.db.engine import make_engine
-from service.db.migrate import current_revision, head_revision, upgrade
-from service.db.models import Step
+from service.db.migrate import alembic_config, current_revision, head_revision, upgrade
+from service.db.models import Run, Step
 from service.metric_names import STEP_METRIC_NAMES
 from tests._servers import postgres_url_or_skip, scratch_postgres_database
 
@@ -99,3 +102,56 @@ def test_0007_settles_duplicate_outstanding_commands_then_forbids_them(
                 ),
                 {"now": now},
             )
+
+
+def test_revision_0008_moves_raw_zprime_from_extras_into_columns_and_back(
+    database_url: str,
+) -> None:
+    """Steps stored before raw Z' had columns keep their values: upgrade moves them out of
+    ``extras`` into the columns, downgrade moves them back."""
+    engine = make_engine(database_url)
+    try:
+        command.downgrade(alembic_config(engine), "0007")
+        as_json = "CAST(:extras AS jsonb)" if engine.dialect.name == "postgresql" else ":extras"
+        empty = "CAST('{}' AS jsonb)" if engine.dialect.name == "postgresql" else "'{}'"
+        empty_list = "CAST('[]' AS jsonb)" if engine.dialect.name == "postgresql" else "'[]'"
+        extras = {"zprime_raw_gt1_frac": 0.4, "log_zprime_raw_mean": -0.1, "mine": 2.0}
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO runs (id, project, name, group_size, kl_beta, config, tags, "
+                    f"status, created_at, updated_at) VALUES (1, 'p', 'r', 8, 0.0, {empty}, "
+                    f"{empty}, 'running', :now, :now)"
+                ),
+                {"now": datetime(2026, 12, 2, tzinfo=UTC)},
+            )
+            for step, values in ((0, extras), (1, {"mine": 1.0})):
+                connection.execute(
+                    text(
+                        "INSERT INTO steps (run_id, step, received_at, content_hash, extras, "
+                        f"non_finite, n_queries) VALUES (1, :step, :now, 'h', {as_json}, "
+                        f"{empty_list}, 0)"
+                    ),
+                    {
+                        "step": step,
+                        "now": datetime(2026, 12, 2, tzinfo=UTC),
+                        "extras": json.dumps(values),
+                    },
+                )
+        upgrade(engine)
+        with Session(engine) as session:
+            rows = {s.step: s for s in session.scalars(select(Step))}
+            assert rows[0].zprime_raw_gt1_frac == 0.4
+            assert rows[0].log_zprime_raw_mean == -0.1
+            assert rows[0].log_zprime_raw_p90 is None
+            assert rows[0].extras == {"mine": 2.0}
+            assert rows[1].zprime_raw_gt1_frac is None
+            assert rows[1].extras == {"mine": 1.0}
+            assert session.scalars(select(Run)).one().alpha_pinned is False
+        command.downgrade(alembic_config(engine), "0007")
+        with engine.connect() as connection:
+            stored = connection.execute(text("SELECT extras FROM steps WHERE step = 0")).scalar()
+        assert (json.loads(stored) if isinstance(stored, str) else stored) == extras
+        upgrade(engine)
+    finally:
+        engine.dispose()

@@ -153,8 +153,9 @@ def test_series_grow_linearly_with_runs(client: TestClient) -> None:
         counts.append(len(run_series(client.get("/metrics").text)))
     per_run = counts[0]
     assert counts == [per_run * n for n in range(1, 5)]
-    # Enumerations are bounded: 12 rules, 2 x 5 commands, 2 histograms of 12 buckets + 2.
-    assert per_run == 17 + len(RULE_NAMES) + len(COMMAND_KINDS) * len(COMMAND_STATUSES) + 2 * 14
+    # 21 plain gauges (raw Z' x3 and alpha_pinned among them); enumerations are bounded:
+    # 12 rules, 2 x 5 commands, 2 histograms of 12 buckets + 2.
+    assert per_run == 21 + len(RULE_NAMES) + len(COMMAND_KINDS) * len(COMMAND_STATUSES) + 2 * 14
 
 
 def _run(session: Session, name: str, **fields: Any) -> Run:

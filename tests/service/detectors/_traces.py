@@ -24,6 +24,7 @@ HEALTHY: dict[str, float] = {
     "log_zprime_mean": 0.05,
     "log_zprime_p90": 0.2,
     "zprime_gt1_frac": 0.2,
+    "zprime_raw_gt1_frac": 0.2,
     "reward_accuracy": 0.9,
     "label_accuracy": 0.8,
     "proxy_reward": 0.5,

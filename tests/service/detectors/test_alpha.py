@@ -17,7 +17,9 @@ from service.detectors import (
 )
 from tests.service.detectors import _traces as tr
 
-PRESSURE = tr.build(150, {"zprime_gt1_frac": lambda s: 0.7})  # zprime_pressure fires from step 9
+PRESSURE = tr.build(
+    150, {"zprime_raw_gt1_frac": lambda s: 0.7}
+)  # zprime_pressure fires from step 9
 DECLINE = tr.build(120, {"success_rate": lambda s: max(0.15, 0.6 - 0.004 * s)})
 
 
@@ -58,7 +60,7 @@ def test_raise_decision_records_reason_and_inputs() -> None:
     assert d.triggers == ("zprime_pressure",)
     assert "zprime_pressure" in d.reason
     assert d.inputs["alpha"] == 1.0
-    assert d.inputs["zprime_pressure.zprime_gt1_frac_mean"] == pytest.approx(0.7)
+    assert d.inputs["zprime_pressure.zprime_raw_gt1_frac_mean"] == pytest.approx(0.7)
     assert d.state.alpha_last_adjust_step == 11
     held = decide_alpha(RunPolicy(), DetectorConfig(), records, ev, d.state, 1.25)
     assert held.action is AlphaAction.HOLD

@@ -129,6 +129,7 @@ def test_state_json_round_trip_and_validation() -> None:
         last_resolved={"entropy_slope": 5},
         alpha_last_adjust_step=3,
         clear_streak={"entropy_floor": 2},
+        alpha_baseline=1.25,
     )
     doc = json.loads(json.dumps(s.to_json()))
     assert doc == {
@@ -139,10 +140,13 @@ def test_state_json_round_trip_and_validation() -> None:
         "last_resolved": {"entropy_slope": 5},
         "alpha_last_adjust_step": 3,
         "clear_streak": {"entropy_floor": 2},
+        "alpha_baseline": 1.25,
     }
     assert DetectorState.from_json(doc) == s
     older = {k: v for k, v in doc.items() if k != "clear_streak"}  # written before resolve_after
     assert DetectorState.from_json(older).clear_streak == {}
+    before_pin = {k: v for k, v in doc.items() if k != "alpha_baseline"}  # before the α pin
+    assert DetectorState.from_json(before_pin).alpha_baseline is None
     assert DetectorState.from_json(None) == DetectorState()
     assert DetectorState.from_json({"last_resolved": {"gone_rule": 3}}).last_resolved == {}
     for bad, match in (
@@ -156,6 +160,9 @@ def test_state_json_round_trip_and_validation() -> None:
         ({"last_resolved": {"entropy_floor": "3"}}, "last_resolved.entropy_floor"),
         ({"clear_streak": [1]}, "clear_streak"),
         ({"clear_streak": {"entropy_floor": 1.5}}, "clear_streak.entropy_floor"),
+        ({"alpha_baseline": "1"}, "alpha_baseline"),
+        ({"alpha_baseline": True}, "alpha_baseline"),
+        ({"alpha_baseline": float("nan")}, "alpha_baseline"),
     ):
         with pytest.raises(ValueError, match=match):
             DetectorState.from_json(bad)

@@ -25,7 +25,7 @@ METRICS = (
     "success_rate",
     "degenerate_all_fail",
     "degenerate_all_pass",
-    "zprime_gt1_frac",
+    "zprime_raw_gt1_frac",
     "reward_accuracy",
     "proxy_reward",
     "gt_reward",

@@ -225,7 +225,7 @@ def test_degenerate_groups_threshold_and_partial_metrics() -> None:
 
 
 def test_zprime_pressure_high_fraction() -> None:
-    trace = build(20, {"zprime_gt1_frac": lambda s: 0.6 if s >= 5 else 0.2})
+    trace = build(20, {"zprime_raw_gt1_frac": lambda s: 0.6 if s >= 5 else 0.2})
     # the jump itself is a rising trend (slope >= 0.01/step, level 0.6 >= 0.25) from step 9
     assert firing_steps(run(trace), "zprime_pressure")[0] == 9
     evals = run(trace, cfg(zprime_pressure={"rising_slope": 1.0}))
@@ -237,10 +237,10 @@ def test_zprime_pressure_high_fraction() -> None:
 
 
 def test_zprime_pressure_rising_trend() -> None:
-    trace = build(30, {"zprime_gt1_frac": lambda s: 0.1 + 0.015 * s})
+    trace = build(30, {"zprime_raw_gt1_frac": lambda s: 0.1 + 0.015 * s})
     expected = window_steps(
         trace,
-        "zprime_gt1_frac",
+        "zprime_raw_gt1_frac",
         10,
         lambda xs, ys: sum(ys) / 10 >= 0.5 or (np_slope(xs, ys) >= 0.01 and ys[-1] >= 0.25),
     )
@@ -425,7 +425,7 @@ def test_extreme_finite_values_give_not_evaluable_not_crashes() -> None:
             "entropy": lambda s: big,
             "response_length": lambda s: big if s % 2 else -big,
             "success_rate": lambda s: big,  # the window sum overflows to inf
-            "zprime_gt1_frac": lambda s: big,
+            "zprime_raw_gt1_frac": lambda s: big,
         },
     )
     ev = run(trace)[-1]
