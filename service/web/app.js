@@ -13,8 +13,8 @@ const STEP_PAGE = 5000;
 const STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 25000, 50000, 100000, 200000, 500000, 1000000];
 const MAX_STEP_PAGES_PER_TICK = 40;
 const CHART_METRICS = [
-  "entropy", "success_rate", "zprime_gt1_frac", "log_zprime_p90", "reward_accuracy", "gt_reward",
-  "proxy_reward", "alpha",
+  "entropy", "success_rate", "zprime_raw_gt1_frac", "zprime_gt1_frac", "log_zprime_raw_p90",
+  "reward_accuracy", "gt_reward", "proxy_reward", "alpha",
 ];
 const RESOLVED_SHOWN = 8;
 
@@ -256,7 +256,7 @@ class RunsView {
           h("table", { id: "runs" },
             h("thead", {}, h("tr", {},
               col("Run"), col("Status"), col("Verdict"), col("Last step", "r"), col("Open alerts"),
-              col("Entropy", "r"), col("Success", "r"), col("Z′ > 1", "r"),
+              col("Entropy", "r"), col("Success", "r"), col("raw Z′ > 1", "r"),
               col("Reward acc.", "r"), col("α", "r"))),
             this.body))));
     setCrumbs([]);
@@ -320,7 +320,7 @@ class RunsView {
     const cell = (v, bad, title) => h("td", { class: `r num ${bad ? "bad" : ""}`, title }, fmt(v));
     const entropy = value("entropy");
     const success = value("success_rate");
-    const zprime = value("zprime_gt1_frac");
+    const zprime = value("zprime_raw_gt1_frac");
     const accuracy = value("reward_accuracy");
     const previous = this.lastSteps.get(run.id);
     this.lastSteps.set(run.id, run.last_step);
@@ -342,9 +342,10 @@ class RunsView {
           : h("span", { class: "muted", text: summary ? "none" : "…" })),
       cell(entropy, entropy !== null && entropy < floor, `floor ${fmt(floor, 2)} nats`),
       cell(success, success !== null && (success < p || success > 1 - p), `p*(G) = ${fmt(p)}`),
-      cell(zprime, zprime !== null && zprime >= pressure, `pressure at ${fmt(pressure, 2)}`),
+      cell(zprime, zprime !== null && zprime >= pressure, `raw Z′ (before IAC); pressure at ${fmt(pressure, 2)}`),
       cell(accuracy, accuracy !== null && accuracy < threshold, `Model Collapse threshold ${threshold}`),
-      cell(value("alpha") ?? run.alpha));
+      h("td", { class: "r num", title: run.alpha_pinned ? "α pinned by an operator" : undefined },
+        fmt(value("alpha") ?? run.alpha), run.alpha_pinned ? h("span", { class: "pin", text: " 📌" }) : null));
   }
 
   destroy() {}
@@ -376,11 +377,14 @@ function chartSpecs(run, summary) {
       min: 0, max: 1,
     },
     {
-      key: "zprime", title: "Z′ pressure",
-      note: "Share of queries with Z′(q) > 1 (over-sharpening pressure) and the p90 of log Z′(q).",
+      key: "zprime", title: "Z′ pressure (raw and calibrated)",
+      note: "Share of queries with Z′(q) > 1. Raw: from the advantages before IAC, the policy's own " +
+        "over-sharpening pressure (the zprime_pressure rule and the α controller read it). " +
+        "Calibrated: after IAC, grows with α by construction.",
       series: [
-        { metric: "zprime_gt1_frac", label: "share Z′ > 1", color: "--s1" },
-        { metric: "log_zprime_p90", label: "log Z′ p90 (right)", color: "--s2", scale: "y2", width: 1 },
+        { metric: "zprime_raw_gt1_frac", label: "raw share Z′ > 1", color: "--s1" },
+        { metric: "zprime_gt1_frac", label: "calibrated share Z′ > 1", color: "--s3", width: 1, dash: [4, 3] },
+        { metric: "log_zprime_raw_p90", label: "raw log Z′ p90 (right)", color: "--s2", scale: "y2", width: 1 },
       ],
       hlines: [{ y: pressure, label: `pressure ${fmt(pressure, 2)}` }],
       min: 0, max: 1, y2: true,
@@ -697,6 +701,11 @@ class RunView {
       fact("p*(G)", fmt(p)),
       fact("β", fmt(run.kl_beta)),
       fact("α", fmt(run.alpha)),
+      h("span", { id: "run-alpha-pin", data: { pinned: run.alpha_pinned ? "true" : "false" },
+        title: run.alpha_pinned
+          ? "an operator's adjust_alpha pinned α: the controller sends none until an operator releases it (PATCH the run with {\"alpha_pinned\": false})"
+          : "the α controller may adjust α" },
+        run.alpha_pinned ? "α pinned by operator" : "α automatic"),
       fact("Model Collapse Step", run.model_collapse_step ?? "—", "run-mcs"),
       fact("best step", run.best_step ?? "—"),
       run.stop_reason ? fact("stop reason", run.stop_reason) : null,
@@ -729,9 +738,10 @@ class RunView {
     this.tiles.replaceChildren(
       tile("entropy", "Entropy (nats)", "entropy", (v) => v < floor, `floor ${fmt(floor, 2)}`),
       tile("success", "Success rate", "success_rate", (v) => v < p || v > 1 - p, `p*(G) ${fmt(p)}`),
-      tile("zprime", "Share Z′ > 1", "zprime_gt1_frac", (v) => v >= pressure, `pressure ${fmt(pressure, 2)}`),
+      tile("zprime", "Share raw Z′ > 1", "zprime_raw_gt1_frac", (v) => v >= pressure, `before IAC · pressure ${fmt(pressure, 2)}`),
+      tile("zprime-calibrated", "Share calibrated Z′ > 1", "zprime_gt1_frac", () => false, "after IAC · grows with α"),
       tile("reward", "Reward accuracy", "reward_accuracy", (v) => v < summary.collapse_threshold, `collapse < ${summary.collapse_threshold}`),
-      tile("alpha", "IAC α", "alpha", () => false, "calibration strength"),
+      tile("alpha", "IAC α", "alpha", () => false, run.alpha_pinned ? "pinned by an operator" : "calibration strength"),
     );
   }
 

@@ -109,11 +109,18 @@ def test_run_health_covers_what_the_issue_asks() -> None:
         "1 - sharpwatch_run_p_star_ratio",
         "sharpwatch_run_degenerate_all_fail_ratio",
         "sharpwatch_run_zprime_gt1_ratio",
+        "sharpwatch_run_zprime_raw_gt1_ratio",
+        "sharpwatch_run_log_zprime_raw_mean_nats",
         "sharpwatch_run_reward_accuracy_ratio",
         "sharpwatch_run_alpha",
+        "sharpwatch_run_alpha_pinned",
         "sharpwatch_run_model_collapse_step",
     ):
         assert series in exprs, series
+    # raw and calibrated Z' are told apart in every legend (science.md §7)
+    zprime = next(p for p in panels(dashboard) if p["title"].startswith("Z' pressure"))
+    legends = [t["legendFormat"] for t in zprime["targets"]]
+    assert all(legend.startswith(("raw ", "calibrated ")) for legend in legends), legends
     entropy = next(p for p in panels(dashboard) if p["title"].startswith("Entropy"))
     steps = entropy["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert [step["value"] for step in steps] == [None, 0.10]

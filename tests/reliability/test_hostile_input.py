@@ -348,6 +348,12 @@ CASES: dict[str, Case] = {
     "patch: policy auto_alpha 1": Case(
         "PATCH", RUN_PATH, body({"policy": {"auto_alpha": 1}}), field="policy.auto_alpha"
     ),
+    "patch: alpha_pinned 'false'": Case(
+        "PATCH", RUN_PATH, body({"alpha_pinned": "false"}), field="alpha_pinned"
+    ),
+    "patch: alpha_pinned 0": Case(
+        "PATCH", RUN_PATH, body({"alpha_pinned": 0}), field="alpha_pinned"
+    ),
     # ---- POST /api/v1/triage (stores nothing by design; still validated) --------------------
     "triage: NaN entropy": Case(
         "POST",

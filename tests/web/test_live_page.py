@@ -42,8 +42,9 @@ def _record(step: int) -> dict[str, Any]:
             "success_rate": 0.05,
             "degenerate_all_fail": 0.95**GROUP,
             "degenerate_all_pass": 0.0,
-            "zprime_gt1_frac": 0.2 + 0.005 * step,
-            "log_zprime_p90": 0.1,
+            "zprime_gt1_frac": 0.9,
+            "zprime_raw_gt1_frac": 0.2 + 0.005 * step,
+            "log_zprime_raw_p90": 0.1,
             "alpha": 1.0,
         },
     }
@@ -261,6 +262,22 @@ def test_live_page_follows_a_run_and_stops_it(server: ServerThread, browser: Any
         assert _attr(browser, 'figure[data-chart="reward"]', "data-points") == "0"
         _wait(browser, lambda d: _text(d, '#alerts tr[data-rule="signal_starvation"]'), "alert")
         assert "open" in (_text(browser, '#alerts tr[data-rule="signal_starvation"]') or "")
+        # raw and calibrated Z' side by side, under their own names
+        assert _text(browser, '.tile[data-metric="zprime_raw_gt1_frac"] .v') == "0.295"
+        assert _text(browser, '.tile[data-metric="zprime_gt1_frac"] .v') == "0.900"
+
+        # an operator's α pins it; the page says so until the pin is released
+        assert _attr(browser, "#run-alpha-pin", "data-pinned") == "false"
+        pinned = http.post(
+            f"/api/v1/runs/{run.id}/commands",
+            json={"kind": "adjust_alpha", "alpha": 0.5, "reason": "hold it"},
+            headers={"authorization": f"Bearer {OPERATOR_TOKEN}"},
+        )
+        assert pinned.status_code == 201, pinned.text
+        _wait(browser, lambda d: _attr(d, "#run-alpha-pin", "data-pinned") == "true", "pin shown")
+        assert "pinned by operator" in (_text(browser, "#run-alpha-pin") or "")
+        assert http.patch(f"/api/v1/runs/{run.id}", json={"alpha_pinned": False}).status_code == 200
+        _wait(browser, lambda d: _attr(d, "#run-alpha-pin", "data-pinned") == "false", "released")
 
         # a new step appears without a reload
         browser.execute_script("window.__sameDocument = true;")

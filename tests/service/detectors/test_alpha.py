@@ -126,3 +126,74 @@ def test_policy_rejects_inverted_bounds() -> None:
         RunPolicy(alpha_min=1.5, alpha_max=1.0)
     with pytest.raises(ValueError, match="alpha_raise_on"):
         RunPolicy.model_validate({"alpha_raise_on": ["no_such_rule"]})
+
+
+# --- science.md §7: act on the policy (raw Z', entropy), settle, relax, respect the pin ---------
+
+
+def test_calibrated_zprime_alone_moves_nothing() -> None:
+    # IAC inflates the calibrated share (here 0.99) while the policy's raw share is low
+    trace = tr.build(200, {"zprime_gt1_frac": lambda s: 0.99, "zprime_raw_gt1_frac": lambda s: 0.1})
+    result = replay_detailed(trace, DetectorConfig(), RunPolicy())
+    assert result.alpha_changes == ()
+    assert [a for a in result.actions if a.rule == "zprime_pressure"] == []
+
+
+def test_relaxes_back_to_the_baseline_once_the_policy_calms() -> None:
+    trace = tr.build(200, {"zprime_raw_gt1_frac": lambda s: 0.7 if s < 50 else 0.1})
+    got = changes(trace, RunPolicy())
+    assert got[:3] == [(9, "raise", 1.25), (29, "raise", 1.5), (49, "raise", 1.75)]
+    relaxes = got[3:]
+    # the 20-observation mean of the raw share first reaches <= 0.25 at step 64; cooldown to 69
+    assert relaxes == [(69, "lower", 1.5), (89, "lower", 1.25), (109, "lower", 1.0)]
+    result = replay_detailed(trace, DetectorConfig(), RunPolicy())
+    assert result.final_alpha == 1.0  # never below the baseline: nothing after step 109
+    assert "relaxing toward the baseline 1" in result.alpha_changes[-1].reason
+    assert result.state.alpha_baseline == 1.0
+
+
+def test_holds_in_the_dead_band() -> None:
+    # pressure, then a share between the relax level (0.25) and the pressure level (0.5)
+    trace = tr.build(300, {"zprime_raw_gt1_frac": lambda s: 0.7 if s < 30 else 0.35})
+    got = changes(trace, RunPolicy())
+    assert got == [(9, "raise", 1.25), (29, "raise", 1.5)]
+    records = [StepRecord.from_mapping(r) for r in trace]
+    ev = evaluate(DetectorConfig(), 8, records[-30:], DetectorState())
+    d = decide_alpha(
+        RunPolicy(),
+        DetectorConfig(),
+        records[-30:],
+        ev,
+        DetectorState(alpha_baseline=1.0),
+        1.5,
+    )
+    assert d.action is AlphaAction.HOLD
+    assert "dead band" in d.reason
+    assert d.inputs["zprime_raw_gt1_frac_mean"] == pytest.approx(0.35)
+
+
+def test_relaxes_on_entropy_alone_when_no_raw_zprime_is_reported() -> None:
+    trace = tr.build(
+        160,
+        {"entropy": lambda s: 0.45 - 0.006 * s if s < 40 else 0.45},
+        drop=("zprime_gt1_frac", "zprime_raw_gt1_frac"),
+    )
+    result = replay_detailed(trace, DetectorConfig(), RunPolicy())
+    actions = [(c.action, c.new_alpha) for c in result.alpha_changes]
+    assert actions[0] == (AlphaAction.RAISE, 1.25)
+    assert result.alpha_changes[0].triggers == ("entropy_slope",)
+    assert actions[-1] == (AlphaAction.LOWER, 1.0)
+    assert "no raw Z' reported" in result.alpha_changes[-1].reason
+
+
+def test_pinned_alpha_holds_under_pressure_and_becomes_the_baseline() -> None:
+    records = [StepRecord.from_mapping(r) for r in PRESSURE[:12]]
+    ev = evaluate(DetectorConfig(), 8, records, DetectorState())
+    assert ev.is_firing("zprime_pressure")
+    d = decide_alpha(RunPolicy(), DetectorConfig(), records, ev, ev.state, 0.5, pinned=True)
+    assert d.action is AlphaAction.HOLD
+    assert "pinned" in d.reason
+    assert "alpha_pinned" in d.reason  # says how to release it
+    assert d.state.alpha_baseline == 0.5
+    released = decide_alpha(RunPolicy(), DetectorConfig(), records, ev, d.state, 0.5)
+    assert (released.action, released.new_alpha) == (AlphaAction.RAISE, 0.75)
