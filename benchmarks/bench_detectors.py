@@ -40,6 +40,7 @@ def make_records(n: int, seed: int = 0) -> list[StepRecord]:
                     "log_zprime_mean": 0.1 + rng.gauss(0, 0.01),
                     "log_zprime_p90": 0.3 + rng.gauss(0, 0.01),
                     "zprime_gt1_frac": 0.3 + rng.gauss(0, 0.02),
+                    "zprime_raw_gt1_frac": 0.25 + rng.gauss(0, 0.02),
                     "reward_accuracy": 0.8 - 0.2 * t + rng.gauss(0, 0.01),
                     "label_accuracy": 0.7 + rng.gauss(0, 0.01),
                     "proxy_reward": 0.5 + 0.2 * t + rng.gauss(0, 0.01),

@@ -22,7 +22,7 @@ from service.detectors.names import (
     SIGNAL_STARVATION,
     ZPRIME_PRESSURE,
 )
-from service.detectors.rules_groups import DEGENERATE_SUM
+from service.detectors.rules_groups import DEGENERATE_SUM, ZPRIME_PRESSURE_METRIC
 
 __all__ = ["missing_inputs", "rule_inputs"]
 
@@ -37,7 +37,7 @@ def rule_inputs(config: DetectorConfig | None = None) -> dict[str, Groups]:
         ENTROPY_SLOPE: (("entropy",),),
         SIGNAL_STARVATION: (("success_rate",),),
         DEGENERATE_GROUPS: (("degenerate_all_fail", "degenerate_all_pass", DEGENERATE_SUM),),
-        ZPRIME_PRESSURE: (("zprime_gt1_frac",),),
+        ZPRIME_PRESSURE: ((ZPRIME_PRESSURE_METRIC,),),  # raw Z', never the calibrated (§7)
         MODEL_COLLAPSE_STEP: (("reward_accuracy",),),
         REWARD_ACCURACY_DIVERGENCE: (("proxy_reward",), ("reward_accuracy",)),
         RISE_THEN_FALL: ((cfg.rise_then_fall.metric,),),

@@ -16,7 +16,7 @@ __all__ = ["AlertLine", "ImportReport", "NotRun", "StopLine", "build_report", "r
 
 #: Why the frameworks' logs lack a metric a rule reads (science.md sections).
 WHY_ABSENT: dict[str, str] = {
-    "zprime_gt1_frac": "Z'(q) needs each query's sampled answers and their advantages "
+    "zprime_raw_gt1_frac": "Z'(q) needs each query's sampled answers and their advantages "
     "(science §2); frameworks log batch means only",
     "reward_accuracy": "needs pseudo-rewards checked against an oracle (label-free RL, "
     "science §4); these logs have none",

@@ -125,7 +125,7 @@ def auth_client(
         session_factory=session_factory,
         registry=CollectorRegistry(),
     )
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         yield client
 
 
