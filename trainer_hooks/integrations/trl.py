@@ -8,10 +8,12 @@ Two pieces (docs/integrations.md):
   log it sends one step record with TRL's own logged ``entropy``, ``frac_reward_zero_std``,
   ``kl``, ``loss`` and ``grad_norm``. An ``early_stop`` command sets
   ``control.should_training_stop``. Metrics only: the advantages are TRL's.
+  :meth:`SharpwatchCallback.bind` ``(trainer)`` also puts the step's ``sharpwatch/...`` numbers
+  into TRL's own metrics, so every ``report_to`` backend (W&B, TensorBoard, MLflow) logs them.
 - :class:`IACGRPOTrainer` — a ``trl.GRPOTrainer`` that recalibrates each group's advantages with
   IAC (Ã = A·(G − S⁺)^α on positive advantages, science.md §3) using the run's current α, so
   ``adjust_alpha`` commands from the service take effect from the next generation round. It adds
-  its own :class:`SharpwatchCallback`; reward functions need no wrapping.
+  its own :class:`SharpwatchCallback`, bound to it; reward functions need no wrapping.
 
 Both take a :class:`trainer_hooks.RunSession` (``trainer_hooks.watch(...)``) that you open and
 close around ``trainer.train()``. Under several processes every rank must hold a session (only
