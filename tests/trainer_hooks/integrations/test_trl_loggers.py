@@ -166,3 +166,38 @@ def test_iac_trainer_logs_raw_and_calibrated_zprime(
                 metrics[name], rel=1e-5, abs=1e-6
             ), name
         assert series["train/sharpwatch/alpha"][tb_step] == 1.5
+
+
+def test_bind_validates_its_trainer() -> None:
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from trainer_hooks import ConfigurationError
+
+    def make() -> Any:
+        return SimpleNamespace(
+            _metrics={"train": defaultdict(list)},
+            log=lambda logs, start_time=None: None,
+            model=SimpleNamespace(training=True),
+        )
+
+    with watch(None, name="bind", group_size=G, kl_beta=0.1) as run:
+        callback = SharpwatchCallback(run)
+        trainer = make()
+        assert callback.bind(trainer) is callback
+        assert callback.bind(trainer) is callback  # idempotent
+        assert callback.status is None  # no service: no open-alert reads
+        with pytest.raises(ConfigurationError, match="already bound"):
+            callback.bind(make())
+        with pytest.raises(ConfigurationError, match="_metrics"):
+            SharpwatchCallback(run).bind(SimpleNamespace(log=print))
+        # Evaluation logs and the end-of-training summary are not training steps.
+        wrapped = callback.reward_func(digit_reward)
+        wrapped(completions=["1", "2", "3", "5"])
+        trainer.log({"eval_loss": 1.0})
+        trainer.log({"train_runtime": 3.0})
+        assert dict(trainer._metrics["train"]) == {}
+        trainer.state = SimpleNamespace(global_step=1)
+        trainer.log({"loss": 0.5})
+        assert trainer._metrics["train"]["sharpwatch/success_rate"] == [0.75]
+        assert trainer._metrics["train"]["sharpwatch/p_star"] == [pytest.approx(p_star(G))]
