@@ -155,3 +155,61 @@ def test_revision_0008_moves_raw_zprime_from_extras_into_columns_and_back(
         upgrade(engine)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_upgrading_a_populated_database_keeps_every_row(backend: str, tmp_path: Path) -> None:
+    """Batch migrations rebuild ``runs`` on SQLite (copy, DROP, rename): with foreign keys
+    enforced, that DROP cascaded and silently deleted every step of every run. Upgrades from
+    revision 0004 to head and down and up again keep all rows."""
+    with ExitStack() as stack:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path / 'old.db'}"
+        else:
+            url = stack.enter_context(scratch_postgres_database(postgres_url_or_skip()))
+        engine = make_engine(url)
+        stack.callback(engine.dispose)
+        upgrade(engine, "0004")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO runs (id, project, name, group_size, kl_beta, config, tags, "
+                    "status, created_at, updated_at, verdict) VALUES (1, 'p', 'old', 8, 0.0, "
+                    "'{}', '{}', 'running', :t, :t, 'healthy')"
+                ),
+                {"t": datetime(2026, 1, 1, tzinfo=UTC)},
+            )
+            for step in range(3):
+                connection.execute(
+                    text(
+                        "INSERT INTO steps (run_id, step, received_at, content_hash, extras, "
+                        "non_finite, n_queries) VALUES (1, :s, :t, 'h', '{}', '[]', 1)"
+                    ),
+                    {"s": step, "t": datetime(2026, 1, 1, tzinfo=UTC)},
+                )
+                connection.execute(
+                    text(
+                        "INSERT INTO query_stats (run_id, step, query_id, group_size, successes) "
+                        "VALUES (1, :s, 'q', 8, 3)"
+                    ),
+                    {"s": step},
+                )
+
+        def counts() -> tuple[int, int, int]:
+            with engine.connect() as connection:
+                return tuple(  # type: ignore[return-value]
+                    connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+                    for table in ("runs", "steps", "query_stats")
+                )
+
+        upgrade(engine)
+        assert counts() == (1, 3, 3)
+        command.downgrade(alembic_config(engine), "0004")
+        assert counts() == (1, 3, 3)
+        upgrade(engine)
+        assert counts() == (1, 3, 3)
+        if backend == "sqlite":
+            with engine.connect() as connection:
+                assert connection.execute(text("PRAGMA foreign_keys")).scalar_one() == 1
