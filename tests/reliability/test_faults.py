@@ -52,7 +52,7 @@ def make_client(url: str, tmp_path: Path) -> SharpwatchClient:
         url,
         spool_dir=tmp_path / "spool",
         batch_size=16,
-        max_queue=64,  # small, so an outage spills to the on-disk spool
+        max_queue=64,  # every record goes through the on-disk log; memory holds few
         flush_interval=0.01,
         max_backoff=0.5,
         timeout=5.0,
@@ -248,7 +248,8 @@ def test_postgres_restart_503_while_down_then_everything_lands_once(tmp_path: Pa
         assert "nothing was stored" in body["detail"]
         assert headers.get("retry-after") == "1"
         assert outage["pending"] > 64  # the client held everything sent during the outage …
-        assert outage["spooled"] > 0  # … and spilled past its memory queue to disk
+        # … all of it in the on-disk log (but the one submitted a moment ago, maybe)
+        assert outage["spooled"] >= outage["pending"] - 1
         assert client.flush(timeout=120), client.last_error
         assert_exactly_once(url, cluster.url, run.id, client)
     finally:
