@@ -36,7 +36,7 @@ from trainer_hooks._unsupervised import (
     repetition_rate,
     reward_agreement,
 )
-from trainer_hooks._vllm import DLCBatchCore, make_vllm_dlc_processor
+from trainer_hooks._vllm import DLCBatchCore
 from trainer_hooks._watch import RunSession, watch
 from trainer_hooks._zprime import (
     ModeAssignment,
@@ -85,7 +85,6 @@ __all__ = [
     "iac_calibrate",
     "log_zprime",
     "make_layout",
-    "make_vllm_dlc_processor",
     "measure_checkpoint",
     "p_star",
     "p_star_mirror",

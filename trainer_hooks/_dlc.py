@@ -4,11 +4,14 @@ A memory model m_φ with logits f_φ(q, o) is trained after each step with cross
 sampled (q, o) pairs, so that it tracks how often outputs were generated; rollouts then sample from
 softmax(f_θ(q, ·) − μ·f_φ(q, ·)), μ default 0.5. For a causal LM the subtraction happens per
 decoding step: :class:`DLCLogitsProcessor` runs the memory LM on the same prefix (a Hugging Face
-``generate`` logits processor, duck-typed: transformers is not imported).
+``generate`` logits processor, duck-typed: transformers is not imported), incrementally with a KV
+cache when the memory is a Hugging Face causal LM (one forwarded token per row per step instead of
+the whole prefix; :mod:`trainer_hooks._incremental`).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Protocol, runtime_checkable
 
@@ -16,6 +19,7 @@ import torch
 from torch import nn
 
 from trainer_hooks._errors import ConfigurationError, ShapeError
+from trainer_hooks._incremental import IncrementalCausalLM
 
 __all__ = [
     "CausalLMMemory",
@@ -196,6 +200,7 @@ class DLCMemory:
         self.mu = _check_mu(mu)
         self.updates_per_step = updates_per_step
         self.optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=float(lr))
+        self.version = 0  # bumped by every update: caches of memory logits are then stale
 
     def _module(self) -> MemoryModule:
         m = self.model
@@ -216,6 +221,7 @@ class DLCMemory:
             loss = self._module().memory_loss(inputs, targets, mask)
             loss.backward()  # type: ignore[no-untyped-call]
             self.optimizer.step()
+        self.version += 1
         return loss.detach()
 
     def memory_logits(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -229,15 +235,38 @@ class DLCMemory:
         return calibrated_logits(policy_logits, self.memory_logits(inputs), self.mu)
 
 
+def _causal_lm(memory: object) -> nn.Module | None:
+    """The Hugging Face style LM inside ``memory`` when it takes a KV cache, else None."""
+    model: Any = memory.model if isinstance(memory, DLCMemory) else memory
+    if isinstance(model, CausalLMMemory):
+        model = model.model
+    if not isinstance(model, nn.Module):
+        return None
+    params = inspect.signature(model.forward).parameters
+    if "use_cache" in params and ("cache" in params or "past_key_values" in params):
+        return model
+    return None
+
+
 class DLCLogitsProcessor:
     """Hugging Face ``generate`` logits processor applying DLC at every decoding step.
 
     Duck-typed ``__call__(input_ids [B, L], scores [B, V]) -> scores`` (transformers accepts any
-    callable with this signature in a ``LogitsProcessorList``). The memory LM runs on the same
-    prefix ``input_ids`` (prompt + tokens generated so far) without a KV cache.
+    callable with this signature in a ``LogitsProcessorList``). The memory LM sees the same
+    prefix ``input_ids`` (prompt + tokens generated so far). With ``incremental`` (the default
+    when the memory is a Hugging Face causal LM taking a KV cache) it keeps a cache per row and
+    forwards only the newest column each step; a call that does not continue the previous one
+    (another batch, a shorter prefix, a memory trained since) starts over from the full prefix.
+    ``incremental=False`` re-runs the full prefix every step.
     """
 
-    def __init__(self, memory: DLCMemory | MemoryModule, mu: float | None = None) -> None:
+    def __init__(
+        self,
+        memory: DLCMemory | MemoryModule,
+        mu: float | None = None,
+        *,
+        incremental: bool | None = None,
+    ) -> None:
         if isinstance(memory, DLCMemory):
             self._memory: DLCMemory | MemoryModule = memory
             self.mu = memory.mu if mu is None else _check_mu(mu)
@@ -246,12 +275,56 @@ class DLCLogitsProcessor:
             self.mu = DEFAULT_MU if mu is None else _check_mu(mu)
         else:
             raise ConfigurationError("memory must be a DLCMemory or a MemoryModule")
+        if incremental is not None and not isinstance(incremental, bool):
+            raise ConfigurationError(f"incremental must be a bool or None, got {incremental!r}")
+        lm = _causal_lm(memory)
+        if incremental and lm is None:
+            raise ConfigurationError(
+                "incremental=True needs a memory LM whose forward takes use_cache and a KV cache "
+                "(a Hugging Face causal LM inside CausalLMMemory)"
+            )
+        self.incremental = lm is not None if incremental is None else incremental
+        self._inc = IncrementalCausalLM(lm) if self.incremental and lm is not None else None
+        self._state: tuple[int, int, int, torch.Tensor] | None = None  # version, B, L, last ids
+
+    @property
+    def tokens_forwarded(self) -> int:
+        """Tokens the incremental memory has run so far (0 for the full-prefix path)."""
+        return 0 if self._inc is None else self._inc.tokens_forwarded
+
+    def reset(self) -> None:
+        """Drop the cached memory state (the next call starts from the full prefix)."""
+        self._state = None
+        if self._inc is not None:
+            self._inc.reset()
 
     def memory_next_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self._inc is not None:
+            return self._incremental_next_logits(input_ids)
         if isinstance(self._memory, DLCMemory):
             return self._memory.memory_logits(input_ids)
         with torch.no_grad():
             return self._memory.memory_logits(input_ids)
+
+    def _incremental_next_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        assert self._inc is not None
+        b, length = int(input_ids.shape[0]), int(input_ids.shape[1])
+        version = int(getattr(self._memory, "version", 0))
+        state = self._state
+        continues = (
+            state is not None
+            and state[:3] == (version, b, length - 1)
+            and torch.equal(input_ids[:, -2], state[3])
+        )
+        if continues:
+            news = input_ids[:, -1:].tolist()
+        else:
+            self._inc.reset()
+            self._inc.model.eval()
+            news = input_ids.tolist()
+        out = self._inc.step(list(range(b)), news)
+        self._state = (version, b, length, input_ids[:, -1].clone())
+        return out
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.mu == 0.0:

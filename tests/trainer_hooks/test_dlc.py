@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +16,6 @@ from trainer_hooks import (
     DLCMemory,
     LinearMemory,
     calibrated_logits,
-    make_vllm_dlc_processor,
 )
 
 
@@ -89,12 +87,6 @@ def test_vllm_core_tracks_batch_updates() -> None:
     assert torch.allclose(res[1], -lm.model.emb.weight[6].detach())
     core.update(SimpleNamespace(removed=[1], added=[], moved=[]))
     assert torch.equal(core.apply(torch.zeros(2, 7)), torch.zeros(2, 7))
-
-
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm installed")
-def test_vllm_adapter_needs_vllm() -> None:
-    with pytest.raises(ImportError, match="vLLM"):
-        make_vllm_dlc_processor(LinearMemory(2, 3))
 
 
 def test_memory_validation() -> None:

@@ -46,7 +46,6 @@ EXPECTED = [
     "iac_calibrate",
     "log_zprime",
     "make_layout",
-    "make_vllm_dlc_processor",
     "measure_checkpoint",
     "p_star",
     "p_star_mirror",
