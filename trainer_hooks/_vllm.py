@@ -64,10 +64,13 @@ _keys = count()
 
 @dataclass(frozen=True)
 class DLCSettings:
-    """``additional_config["sharpwatch_dlc"]``: where the memory LM lies, and μ."""
+    """``additional_config["sharpwatch_dlc"]``: where the memory LM lies, μ, and whether the
+    memory keeps a KV cache per request (``incremental``, default true; false re-runs the full
+    prefix every step, for comparison)."""
 
     memory_path: str
     mu: float = DEFAULT_MU
+    incremental: bool = True
 
 
 def parse_dlc_config(additional_config: Any) -> DLCSettings | None:
@@ -83,11 +86,11 @@ def parse_dlc_config(additional_config: Any) -> DLCSettings | None:
             f'additional_config["{CONFIG_KEY}"] must be a dict with memory_path and mu, '
             f"got {type(raw).__name__}"
         )
-    unknown = sorted(set(raw) - {"memory_path", "mu"})
+    unknown = sorted(set(raw) - {"memory_path", "mu", "incremental"})
     if unknown:
         raise ConfigurationError(
             f'additional_config["{CONFIG_KEY}"] has unknown keys {unknown}; '
-            "allowed: memory_path, mu"
+            "allowed: memory_path, mu, incremental"
         )
     path = raw.get("memory_path")
     if not isinstance(path, str) or not path:
@@ -105,7 +108,13 @@ def parse_dlc_config(additional_config: Any) -> DLCSettings | None:
         raise ConfigurationError(
             f'additional_config["{CONFIG_KEY}"]["mu"] must be a finite number >= 0, got {mu!r}'
         )
-    return DLCSettings(memory_path=path, mu=float(mu))
+    incremental = raw.get("incremental", True)
+    if not isinstance(incremental, bool):
+        raise ConfigurationError(
+            f'additional_config["{CONFIG_KEY}"]["incremental"] must be true or false, '
+            f"got {incremental!r}"
+        )
+    return DLCSettings(memory_path=path, mu=float(mu), incremental=incremental)
 
 
 def request_enabled(sampling_params: Any) -> bool:

@@ -205,7 +205,10 @@ def test_config_and_opt_out_validation(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     cfg = parse_dlc_config({"sharpwatch_dlc": {"memory_path": str(tmp_path), "mu": 0.25}})
     assert cfg is not None
-    assert (cfg.memory_path, cfg.mu) == (str(tmp_path), 0.25)
+    assert (cfg.memory_path, cfg.mu, cfg.incremental) == (str(tmp_path), 0.25, True)
+    cfg = parse_dlc_config({"sharpwatch_dlc": {"memory_path": str(tmp_path), "incremental": False}})
+    assert cfg is not None
+    assert (cfg.mu, cfg.incremental) == (0.5, False)
     bad = [
         ({"sharpwatch_dlc": "x"}, "must be a dict"),
         ({"sharpwatch_dlc": {"memory_path": str(tmp_path), "nu": 1}}, "unknown keys"),
@@ -213,6 +216,7 @@ def test_config_and_opt_out_validation(tmp_path: Path) -> None:
         ({"sharpwatch_dlc": {"memory_path": str(tmp_path / "none")}}, "no config.json"),
         ({"sharpwatch_dlc": {"memory_path": str(tmp_path), "mu": -1}}, r"\[\"mu\"\]"),
         ({"sharpwatch_dlc": {"memory_path": str(tmp_path), "mu": True}}, r"\[\"mu\"\]"),
+        ({"sharpwatch_dlc": {"memory_path": str(tmp_path), "incremental": 1}}, "incremental"),
     ]
     for config, match in bad:
         with pytest.raises(ConfigurationError, match=match):

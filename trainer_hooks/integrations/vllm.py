@@ -103,13 +103,18 @@ class DLCLogitsProcessor(_V1LogitsProcessor, _V2LogitsProcessor):  # type: ignor
             return
         self._checkpoint = MemoryCheckpoint(settings.memory_path, device)
         if self.v2:
-            self._v2 = DLCSlotCore(self._checkpoint.model, mu=settings.mu)
+            self._v2 = DLCSlotCore(
+                self._checkpoint.model, mu=settings.mu, incremental=settings.incremental
+            )
         else:
-            self._v1 = DLCBatchCore(self._checkpoint.model, mu=settings.mu)
+            self._v1 = DLCBatchCore(
+                self._checkpoint.model, mu=settings.mu, incremental=settings.incremental
+            )
         log.info(
-            "sharpwatch DLC: memory %s, mu=%s, model runner %s",
+            "sharpwatch DLC: memory %s, mu=%s, %s memory, model runner %s",
             settings.memory_path,
             settings.mu,
+            "incremental" if settings.incremental else "full-prefix",
             "V2" if self.v2 else "V1",
         )
 
@@ -163,9 +168,10 @@ def _processors(model_runner: Any) -> list[Any]:
 
 
 class DLCWorkerExtension:
-    """A vLLM worker extension (``LLM(..., worker_extension_cls=
-    "trainer_hooks.integrations.vllm.DLCWorkerExtension")``, a dotted path) answering ``llm.collective_rpc("sharpwatch_dlc_status")`` with
-    what each worker loaded: the processors, and how many DLC copies act and on which runner."""
+    """A vLLM worker extension: ``LLM(..., worker_extension_cls=
+    "trainer_hooks.integrations.vllm.DLCWorkerExtension")`` (a dotted path), then
+    ``llm.collective_rpc("sharpwatch_dlc_status")`` tells what each worker loaded: the
+    processors, and how many DLC copies act and on which model runner."""
 
     model_runner: Any
 
