@@ -26,7 +26,8 @@ transformers = pytest.importorskip("transformers")
 sys.path.insert(0, str(ROOT / "examples"))
 import tiny_lm  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# engine starts take about a minute each on a loaded 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 MU = 1.0
 VOCAB = 20
 PROMPTS = [[tiny_lm.BOS, 5, 6], [tiny_lm.BOS, 9]]

@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 import tiny_lm
 
 pytest.importorskip("transformers")
+pytestmark = pytest.mark.timeout(600)
 
 
 def test_processor_implements_both_model_runner_interfaces(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ import pytest
 from tests._servers import ServerThread
 from tests.vllm._venv import ROOT, vllm_python
 
-pytestmark = pytest.mark.slow
+# engine starts take about a minute each on a loaded 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 MAX_STEPS = 500
 
 
