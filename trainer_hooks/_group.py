@@ -21,6 +21,7 @@ __all__ = [
     "grpo_advantages",
     "p_star",
     "p_star_mirror",
+    "reward_success",
 ]
 
 
@@ -51,10 +52,19 @@ def p_star_mirror(group_size: int | torch.Tensor) -> float | torch.Tensor:
     return 1.0 - p_star(group_size)
 
 
+def reward_success(rewards: torch.Tensor, success_threshold: float) -> torch.Tensor:
+    """``rewards >= success_threshold`` compared in the rewards' own floating dtype (the
+    threshold is rounded to it, so a reward stored as the threshold's literal value, e.g. 0.7 in
+    bf16, counts as a success); integer rewards compare in float64."""
+    r = rewards if rewards.is_floating_point() else rewards.to(torch.float64)
+    return r >= success_threshold
+
+
 @dataclass(frozen=True)
 class GroupStats:
     """Per-group and per-step group statistics (science.md §1), all tensors on the device.
 
+    Counts and ratios are float64 (exact counts, one correctly rounded division).
     Per group ``[B]``: ``successes`` (S⁺), ``sizes`` (G_b), ``p_hat`` (S⁺/G_b), ``all_fail``,
     ``all_pass``, ``reward_var`` (within-group population variance of the rewards).
     Per response ``[N]``: ``success`` (reward >= threshold).
@@ -95,11 +105,14 @@ def group_stats(
     """
     if layout is None:
         layout = make_layout(rewards, group_ids)
-    r = layout.flatten(rewards, "rewards").to(torch.float32)
+    r = layout.flatten(rewards, "rewards").detach()
     idx, b = layout.index, layout.num_groups
-    success = r >= success_threshold
-    sizes = layout.sizes.to(torch.float32)
-    successes = segment_sum(success.to(torch.float32), idx, b)
+    success = reward_success(r, success_threshold)
+    # counts and ratios in float64 (science.md §7: lines drawn on counts are compared on counts;
+    # an fp32 ratio such as 3/10 = 0.30000001 crosses a 0.3 line it does not reach)
+    r = r.to(torch.float64)
+    sizes = layout.sizes.to(torch.float64)
+    successes = segment_sum(success.to(torch.float64), idx, b)
     p_hat = successes / sizes
     all_fail = successes == 0
     all_pass = successes == sizes
@@ -117,8 +130,8 @@ def group_stats(
         all_pass=all_pass,
         reward_var=reward_var,
         success_rate=success_rate,
-        degenerate_all_fail=all_fail.to(torch.float32).mean(),
-        degenerate_all_pass=all_pass.to(torch.float32).mean(),
+        degenerate_all_fail=all_fail.to(torch.float64).sum() / b,
+        degenerate_all_pass=all_pass.to(torch.float64).sum() / b,
         reward_var_observed=reward_var.mean(),
         reward_var_expected=expected.mean(),
     )

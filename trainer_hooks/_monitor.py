@@ -17,10 +17,15 @@ from datetime import UTC, datetime
 import torch
 
 from trainer_hooks._dlc import DEFAULT_MU, _check_mu
-from trainer_hooks._entropy import DEFAULT_CHUNK_SIZE, entropy_summary, token_entropy
+from trainer_hooks._entropy import (
+    DEFAULT_CHUNK_SIZE,
+    check_temperature,
+    entropy_summary,
+    token_entropy_rows,
+)
 from trainer_hooks._errors import ConfigurationError, ShapeError
 from trainer_hooks._group import group_stats, p_star
-from trainer_hooks._iac import _check_alpha, iac_calibrate
+from trainer_hooks._iac import _check_alpha, check_s_plus, iac_calibrate
 from trainer_hooks._layout import GroupLayout, make_layout, segment_sum
 from trainer_hooks._probe import probe_metrics
 from trainer_hooks._sync import to_host
@@ -30,9 +35,17 @@ from trainer_hooks._unsupervised import (
     label_accuracy_from_labels,
     repetition_rate,
     response_lengths,
+    response_tokens_first,
     reward_agreement,
 )
-from trainer_hooks._zprime import assign_modes, log_zprime
+from trainer_hooks._zprime import (
+    ModeAssignment,
+    ZPrimeResult,
+    assign_modes,
+    log_zprime,
+    modes_from_keys,
+    sequence_keys,
+)
 
 __all__ = ["Monitor"]
 
@@ -81,6 +94,17 @@ class _Packer:
         return {k: host[o : o + n] for k, (o, n, _) in self.slots.items()}
 
 
+#: Step metrics of Z'(q), dropped together when no query of the step has a Z'.
+ZPRIME_STEP_METRICS = (
+    "log_zprime_mean",
+    "log_zprime_p90",
+    "zprime_gt1_frac",
+    "log_zprime_raw_mean",
+    "log_zprime_raw_p90",
+    "zprime_raw_gt1_frac",
+)
+
+
 def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -92,8 +116,12 @@ class Monitor:
     ``kl_beta`` (the run's KL coefficient β, may be 0); ``reference_beta`` (β for Z'(q) when
     ``kl_beta == 0``; default ``DEFAULT_REFERENCE_BETA`` = 0.04, science.md §2 Decision);
     ``success_threshold`` (reward >= it is a success; default 0.5); ``alpha`` (IAC α, default
-    1.0) and ``iac`` (apply IAC to the returned advantages); ``mu`` (DLC μ the loop samples
-    with, reported as a metric);
+    1.0) and ``iac`` (apply IAC to the returned advantages); ``iac_s_plus`` (how IAC counts
+    |S⁺|: ``"advantage"``, responses with A > 0 as in Algorithm 1, the default; or
+    ``"threshold"``, rewards >= ``success_threshold``; science.md §7); ``mu`` (DLC μ the loop
+    samples with, reported as a metric); ``temperature`` (the rollouts' sampling temperature:
+    entropy from logits is that of softmax(logits / temperature), science.md §7; a step may
+    override it);
     ``entropy_chunk_size``; ``probe_every`` (the loop evaluates the held-out probe when
     :meth:`probe_due`); ``collapse_threshold`` (Model Collapse Step threshold, default 0.01);
     ``repetition_n`` (n-gram size); ``sender`` (a :class:`StepSender`); ``on_stop`` (called with the
@@ -109,7 +137,9 @@ class Monitor:
         success_threshold: float = 0.5,
         alpha: float = 1.0,
         iac: bool = True,
+        iac_s_plus: str = "advantage",
         mu: float = DEFAULT_MU,
+        temperature: float = 1.0,
         entropy_chunk_size: int = DEFAULT_CHUNK_SIZE,
         probe_every: int | None = None,
         collapse_threshold: float = 0.01,
@@ -139,10 +169,13 @@ class Monitor:
         if not isinstance(iac, bool):
             raise ConfigurationError(f"iac must be a bool, got {iac!r}")
         self.iac = iac
+        self.iac_s_plus = check_s_plus(iac_s_plus, "iac_s_plus")
         try:
             self.mu = _check_mu(mu)
         except ConfigurationError as exc:
             raise ConfigurationError(f"mu: {exc}") from None
+        self.temperature = check_temperature(temperature)
+        self._warned_empty_rows = False
         self.entropy_chunk_size = _positive_int("entropy_chunk_size", entropy_chunk_size)
         self.probe_every = (
             None if probe_every is None else _positive_int("probe_every", probe_every)
@@ -257,14 +290,25 @@ class Monitor:
         pk.add("reward_var_observed", stats.reward_var_observed)
         pk.add("reward_var_expected", stats.reward_var_expected)
 
-        # entropy (science.md §1 (b), §3)
+        # entropy (science.md §1 (b), §3, §7: of the sampled distribution, masks select)
         ent = inputs.token_entropy
+        empty = None
         if ent is None and inputs.logits is not None:
-            ent = token_entropy(inputs.logits, chunk_size=self.entropy_chunk_size)
+            temperature = (
+                self.temperature
+                if inputs.temperature is None
+                else check_temperature(inputs.temperature, "StepInputs.temperature")
+            )
+            ent, empty = token_entropy_rows(
+                inputs.logits, temperature=temperature, chunk_size=self.entropy_chunk_size
+            )
         if ent is not None:
-            es = entropy_summary(ent, inputs.mask, layout)
+            es = entropy_summary(ent, inputs.mask, layout, empty=empty)
             pk.add("entropy", es.mean)
+            pk.add("entropy_tokens", es.tokens)
             pk.add("q_entropy", es.per_query)
+            if empty is not None:
+                pk.add("entropy_empty_rows", es.empty_tokens)
 
         # IAC (science.md §3)
         used = inputs.advantages
@@ -275,21 +319,16 @@ class Monitor:
                 alpha=alpha,
                 layout=layout,
                 successes=stats.successes,
+                s_plus=self.iac_s_plus,
             )
 
-        # Z'(q) (science.md §2 Decision), from the used and the raw advantages
-        if inputs.answer_keys is not None and inputs.advantages is not None and used is not None:
-            modes = assign_modes(inputs.answer_keys, layout)
+        # Z'(q) (science.md §2 Decision, §7), from the used and the raw advantages
+        zprime = self._zprime(inputs, layout, used)
+        if zprime is not None:
+            zr, zu, modes = zprime
             pk.add("q_n_modes", modes.n_modes)
-            beta = self.zprime_beta
-            zr = log_zprime(
-                inputs.advantages, modes, layout, beta=beta, ref_logprobs=inputs.ref_logprobs
-            )
-            zu = (
-                zr
-                if used is inputs.advantages
-                else log_zprime(used, modes, layout, beta=beta, ref_logprobs=inputs.ref_logprobs)
-            )
+            assert zu.queries is not None
+            pk.add("zprime_queries", zu.queries)
             pk.add("log_zprime_mean", zu.mean)
             pk.add("log_zprime_p90", zu.p90)
             pk.add("zprime_gt1_frac", zu.gt1_frac)
@@ -305,6 +344,8 @@ class Monitor:
                 rewards, inputs.oracle_rewards, layout, success_threshold=self.success_threshold
             )
             pk.add("reward_accuracy", ra.reward_accuracy)
+            pk.add("reward_accuracy_agree", ra.agree)
+            pk.add("reward_accuracy_total", ra.total)
             pk.add("q_reward_accuracy", ra.per_query_reward_accuracy)
             if inputs.pseudo_labels is None:
                 pk.add("label_accuracy", ra.label_accuracy)
@@ -322,6 +363,8 @@ class Monitor:
             )
         if inputs.token_ids is not None:
             ids = inputs.token_ids.reshape(layout.num_responses, -1)
+            if inputs.mask is not None:  # left- or right-padded: response tokens first
+                ids = response_tokens_first(ids, inputs.mask)
             _, rep = repetition_rate(ids, lengths, n=self.repetition_n)
             pk.add("repetition_rate", rep)
 
@@ -331,6 +374,7 @@ class Monitor:
                 inputs.probe,
                 success_threshold=self.success_threshold,
                 chunk_size=self.entropy_chunk_size,
+                temperature=self.temperature,
             )
             pk.add("probe_success", ps)
             if pe is not None:
@@ -353,6 +397,59 @@ class Monitor:
         host = pk.fetch()
         return self._finish(step, alpha, used, layout, inputs, host, host_scalars, pk)
 
+    def _zprime(
+        self, inputs: StepInputs, layout: GroupLayout, used: torch.Tensor | None
+    ) -> tuple[ZPrimeResult, ZPrimeResult, ModeAssignment] | None:
+        """Z'(q) from the raw and the used advantages, or None when it cannot be defined.
+
+        Modes: answer keys when given, else token sequences (``token_ids`` under ``mask``).
+        π: ``ref_logprobs`` when given, else ``old_logprobs`` (its stand-in), else Good–Turing
+        (science.md §7). Log-probs without a way to tell responses apart give no Z'."""
+        adv = inputs.advantages
+        if adv is None or used is None:
+            return None
+        if inputs.answer_keys is None and inputs.token_ids is None:
+            return None
+        seq = None
+        if inputs.token_ids is not None:
+            ids = inputs.token_ids.reshape(layout.num_responses, -1)
+            seq = sequence_keys(ids, inputs.mask)
+        if inputs.answer_keys is not None:
+            modes = assign_modes(inputs.answer_keys, layout, sequence_keys=seq)
+        else:
+            assert seq is not None
+            modes = modes_from_keys(seq, layout)
+        logprobs = inputs.ref_logprobs if inputs.ref_logprobs is not None else inputs.old_logprobs
+        sequences = None
+        if logprobs is not None and seq is not None:
+            sequences = modes if inputs.answer_keys is None else modes_from_keys(seq, layout)
+        beta = self.zprime_beta
+        zr = log_zprime(adv, modes, layout, beta=beta, ref_logprobs=logprobs, sequences=sequences)
+        zu = (
+            zr
+            if used is adv
+            else log_zprime(
+                used, modes, layout, beta=beta, ref_logprobs=logprobs, sequences=sequences
+            )
+        )
+        return zr, zu, modes
+
+    def _entropy_defined(self, raw: dict[str, float]) -> None:
+        """science.md §7: a step without selected response tokens has no entropy (absent, not
+        NaN); unmasked all ``-inf`` logit rows are an input error, logged once per Monitor and
+        counted in ``entropy_empty_rows``, never a NaN that trips ``non_finite``."""
+        if raw.get("entropy_tokens") == 0.0:
+            raw.pop("entropy", None)
+        empty = raw.get("entropy_empty_rows", 0.0)
+        if empty > 0 and not self._warned_empty_rows:
+            self._warned_empty_rows = True
+            logger.warning(
+                "sharpwatch: %d unmasked token positions have all -inf logits (no distribution); "
+                "they are left out of entropy (entropy_empty_rows counts them each step). Check "
+                "the response mask or the logits processor.",
+                int(empty),
+            )
+
     def _finish(
         self,
         step: int,
@@ -371,16 +468,30 @@ class Monitor:
             raw["label_accuracy"] = label_accuracy_from_labels(
                 inputs.pseudo_labels, inputs.true_labels
             )
+        self._entropy_defined(raw)
         raw.update(host_scalars)
         raw["alpha"] = alpha
         raw["mu"] = self.mu
         raw["p_star"] = p_star(self.group_size)
         raw["iac"] = 1.0 if self.iac else 0.0
+        raw["iac_s_plus_threshold"] = 1.0 if self.iac_s_plus == "threshold" else 0.0
+        if raw.get("zprime_queries") == 0.0:  # no query has a Z' (science.md §7): absent
+            for name in ZPRIME_STEP_METRICS:
+                raw.pop(name, None)
         if "log_zprime_mean" in raw:
             raw["zprime_beta"] = self.zprime_beta
             raw["zprime_beta_is_reference"] = 1.0 if self.zprime_beta_is_reference else 0.0
+            exact = inputs.ref_logprobs is not None or inputs.old_logprobs is not None
+            raw["zprime_exact_support"] = 1.0 if exact else 0.0
+            if exact:
+                raw["zprime_pi_is_reference"] = 1.0 if inputs.ref_logprobs is not None else 0.0
         if "reward_accuracy" in raw:
-            self.collapse.update(step, raw["reward_accuracy"])
+            self.collapse.update(
+                step,
+                raw["reward_accuracy"],
+                agree=raw.get("reward_accuracy_agree"),
+                total=raw.get("reward_accuracy_total"),
+            )
             raw["collapse_threshold"] = self.collapse.threshold
             if self.collapse.collapse_step is not None:
                 raw["model_collapse_step"] = float(self.collapse.collapse_step)

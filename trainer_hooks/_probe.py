@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainer_hooks._entropy import DEFAULT_CHUNK_SIZE, entropy_summary, token_entropy
+from trainer_hooks._entropy import DEFAULT_CHUNK_SIZE, entropy_summary, token_entropy_rows
 from trainer_hooks._errors import ConfigurationError
 from trainer_hooks._group import group_stats, p_star
 from trainer_hooks._layout import make_layout
@@ -52,16 +52,22 @@ def probe_metrics(
     *,
     success_threshold: float = 0.5,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(success_rate, mean token entropy or None)`` of the probe rollouts, 0-d on the device."""
+    """``(success_rate, mean token entropy or None)`` of the probe rollouts, 0-d on the device.
+
+    Entropy from ``logits`` is that of softmax(logits / ``temperature``) (science.md §7)."""
     layout = make_layout(probe.rewards, probe.group_ids)
     stats = group_stats(probe.rewards, success_threshold=success_threshold, layout=layout)
     ent = probe.token_entropy
+    empty = None
     if ent is None and probe.logits is not None:
-        ent = token_entropy(probe.logits, chunk_size=chunk_size)
+        ent, empty = token_entropy_rows(
+            probe.logits, temperature=temperature, chunk_size=chunk_size
+        )
     if ent is None:
         return stats.success_rate, None
-    return stats.success_rate, entropy_summary(ent, probe.mask, layout).mean
+    return stats.success_rate, entropy_summary(ent, probe.mask, layout, empty=empty).mean
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,14 @@ class StepInputs:
     of each response) enable Z'(q). ``oracle_rewards`` (ground truth when ``rewards`` are
     pseudo-rewards) enable reward/label accuracy. ``loss``, ``grad_norm``, ``kl`` and ``extra``
     are passed through (floats or 0-d tensors; tensors travel in the step's one host copy).
+
+    Z'(q) with an exact sampled support (science.md §7): ``old_logprobs`` / ``ref_logprobs``
+    (per response, the sequence log-probability Σ_t log π(o_t|q, o_<t) under the old policy /
+    π_ref; π_ref is used when both are given) with ``token_ids`` (``[..., T]``, response tokens
+    where ``mask`` is set) to tell distinct responses apart. ``token_ids`` alone (no answer
+    keys) give the response-hash mode. ``temperature``: the sampling temperature of this step's
+    rollouts when it differs from the Monitor's; entropy computed from ``logits`` is that of
+    softmax(logits / temperature) (a ``token_entropy`` the trainer passes is used as given).
     """
 
     rewards: torch.Tensor
@@ -69,6 +77,8 @@ class StepInputs:
     extra: Mapping[str, float | torch.Tensor] = field(default_factory=dict)
     probe: ProbeInputs | None = None
     step: int | None = None
+    old_logprobs: torch.Tensor | None = None
+    temperature: float | None = None
 
     def __post_init__(self) -> None:
         keys = self.answer_keys

@@ -8,18 +8,22 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 
 from trainer_hooks._errors import ConfigurationError, ShapeError
+from trainer_hooks._group import reward_success
 from trainer_hooks._layout import GroupLayout, segment_sum
 
 __all__ = [
     "ModelCollapseTracker",
     "RewardAgreement",
+    "count_below",
     "label_accuracy_from_labels",
     "repetition_rate",
     "response_lengths",
+    "response_tokens_first",
     "reward_agreement",
 ]
 
@@ -34,11 +38,15 @@ class RewardAgreement:
     pseudo-label is the ground truth, read as the oracle success of the response the proxy reward
     prefers (highest pseudo reward, first on ties). For majority-vote rewards (TTRL) those
     responses carry the pseudo-label, so this is exactly "pseudo-label == ground truth".
-    ``proxy_reward`` / ``gt_reward``: mean pseudo and oracle reward.
+    ``proxy_reward`` / ``gt_reward``: mean pseudo and oracle reward. ``agree`` / ``total`` (0-d):
+    the counts behind ``reward_accuracy`` (science.md §7: the Model Collapse Step line is drawn
+    on them, ``agree·100 < total``). Counts and ratios are float64.
     """
 
     per_query_reward_accuracy: torch.Tensor
     reward_accuracy: torch.Tensor
+    agree: torch.Tensor
+    total: torch.Tensor
     label_correct: torch.Tensor
     label_accuracy: torch.Tensor
     proxy_reward: torch.Tensor
@@ -53,13 +61,16 @@ def reward_agreement(
     success_threshold: float = 0.5,
 ) -> RewardAgreement:
     """Reward and label accuracy of pseudo rewards against oracle rewards (science.md §4)."""
-    p = layout.flatten(pseudo_rewards, "rewards").detach().to(torch.float32)
-    o = layout.flatten(oracle_rewards, "oracle_rewards").detach().to(torch.float32)
-    o = o.to(p.device)
+    p = layout.flatten(pseudo_rewards, "rewards").detach()
+    o = layout.flatten(oracle_rewards, "oracle_rewards").detach().to(p.device)
     idx, b = layout.index, layout.num_groups
-    agree = ((p >= success_threshold) == (o >= success_threshold)).to(torch.float32)
-    per_query = segment_sum(agree, idx, b) / layout.sizes
-    best = torch.full((b,), float("-inf"), device=p.device)
+    o_success = reward_success(o, success_threshold)
+    agreed = reward_success(p, success_threshold) == o_success
+    agree = agreed.to(torch.float64)
+    p = p.to(torch.float64)
+    o = o.to(torch.float64)
+    per_query = segment_sum(agree, idx, b) / layout.sizes.to(torch.float64)
+    best = torch.full((b,), float("-inf"), dtype=torch.float64, device=p.device)
     best = best.scatter_reduce(0, idx, p, reduce="amax", include_self=True)
     is_best = p == best.index_select(0, idx)
     n = layout.num_responses
@@ -67,12 +78,13 @@ def reward_agreement(
     cand = torch.where(is_best, pos, torch.full_like(pos, n))
     first = torch.full((b,), n, dtype=torch.int64, device=p.device)
     first = first.scatter_reduce(0, idx, cand, reduce="amin", include_self=True)
-    label_correct = (o.index_select(0, first.clamp(max=n - 1)) >= success_threshold).to(
-        torch.float32
-    )
+    label_correct = o_success.index_select(0, first.clamp(max=n - 1)).to(torch.float64)
+    agree_count = agree.sum()
     return RewardAgreement(
         per_query_reward_accuracy=per_query,
-        reward_accuracy=agree.mean(),
+        reward_accuracy=agree_count / n,
+        agree=agree_count,
+        total=torch.tensor(float(n), dtype=torch.float64, device=p.device),
         label_correct=label_correct,
         label_accuracy=label_correct.mean(),
         proxy_reward=p.mean(),
@@ -108,7 +120,17 @@ def response_lengths(
     n = layout.num_responses
     if mask.numel() == 0 or mask.numel() % n:
         raise ShapeError(f"mask has shape {list(mask.shape)}; expected [{n}, T] or [B, G, T]")
-    return mask.reshape(n, -1).to(torch.float32).sum(dim=-1)
+    m = mask.reshape(n, -1)
+    return (m if m.dtype == torch.bool else m != 0).sum(dim=-1).to(torch.float32)
+
+
+def response_tokens_first(token_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``token_ids`` ``[N, T]`` with each row's response tokens (``mask`` set) moved to the
+    front in their order, whatever the padding side; the masked entries follow."""
+    m = mask.reshape(token_ids.shape)
+    m = m if m.dtype == torch.bool else m != 0
+    order = torch.sort((~m).to(torch.uint8), dim=-1, stable=True).indices
+    return token_ids.gather(-1, order)
 
 
 _P1 = 2_147_483_647  # 2^31 − 1
@@ -168,6 +190,14 @@ def repetition_rate(
     return per_seq, pooled
 
 
+def count_below(count: float, total: float, threshold: float) -> bool:
+    """``count / total < threshold``, exactly, with ``threshold`` read as the decimal it was
+    written as (its shortest repr: 0.01 is 1/100, not the binary float just above it), so
+    ``count_below(8, 800, 0.01)`` is False (science.md §7). Counts must be whole numbers."""
+    line = Fraction(repr(float(threshold)))
+    return Fraction(int(count)) * line.denominator < line.numerator * Fraction(int(total))
+
+
 class ModelCollapseTracker:
     """Model Collapse Step as the trainer sees it (science.md §4, §5).
 
@@ -198,11 +228,26 @@ class ModelCollapseTracker:
         """The reward accuracy observed at the Model Collapse Step."""
         return self._value
 
-    def update(self, step: int, reward_accuracy: float | None) -> bool:
-        """Record a step's reward accuracy; True exactly when this step is the collapse step."""
+    def update(
+        self,
+        step: int,
+        reward_accuracy: float | None,
+        *,
+        agree: float | None = None,
+        total: float | None = None,
+    ) -> bool:
+        """Record a step's reward accuracy; True exactly when this step is the collapse step.
+
+        With the counts behind it (``agree`` of ``total`` responses) the line is drawn on the
+        counts, exactly (science.md §7: ``agree·100 < total`` for the default 1 %)."""
         if self._step is not None or reward_accuracy is None or not math.isfinite(reward_accuracy):
             return False
-        if reward_accuracy < self._threshold:
+        below = (
+            count_below(agree, total, self._threshold)
+            if agree is not None and total is not None and total > 0
+            else reward_accuracy < self._threshold
+        )
+        if below:
             self._step, self._value = int(step), float(reward_accuracy)
             return True
         return False

@@ -1,21 +1,32 @@
-"""The batch partition function Z'(q) (science.md §2, Thm 2.2/2.3, and its **Decision**).
+"""The batch partition function Z'(q) (science.md §2, Thm 2.2/2.3, its **Decision**, and §7).
 
-For one query with G responses grouped into modes j (distinct answer keys):
+For one query with G responses grouped into modes j:
 
-    Z'(q) = Σ_j π_ref(o_j|q) · exp(N_j·A_j / (βG)) + (unseen mass)
+    Z'(q) = Σ_j π(o_j|q) · exp(N_j·A_j / (βG)) + (unseen mass)
 
 N_j = number of responses of mode j, A_j = mean advantage of those responses (so N_j·A_j is the
-sum of their advantages). π_ref(o_j) is the caller's reference probability when given (log-probs,
-one per response; a mode takes the value of its first response in the group), and the unseen
-modes then contribute 1 − Σ_j π_ref(o_j) (Thm 2.2: unsampled modes keep π_ref, exp(0) = 1).
-Without reference probabilities π_ref(o_j) = (N_j/G)·(1 − M̂) with the Good–Turing unseen mass
-M̂ = n₁/G (n₁ = modes seen exactly once), and the unseen modes contribute M̂. log Z' is a
-segment-logsumexp, so it never overflows. Everything runs on the device in float64; the mapping
-of host-side answer keys to integer mode ids is done on the host without a device copy.
+sum of their advantages). Modes are the distinct answer keys when the caller gives them (a
+response without one, key ``None``, is its own mode: its token sequence when token ids are
+given), else the distinct responses by token sequence (the response-hash mode).
+
+- **Exact support** (science.md §7), when sequence log-probabilities are given (π_ref's when the
+  caller has them, else the old policy's as its stand-in; the result says which): π(o_j) = Σ π
+  over the distinct sampled sequences of mode j (each sequence counted once; without token ids a
+  mode counts its first response's sequence), and the unseen modes contribute 1 − Σ_j π(o_j)
+  (Thm 2.2: unsampled modes keep π, exp(0) = 1). No guess is involved.
+- **Good–Turing** (no log-probs): π(o_j) = (N_j/G)·(1 − M̂) with the unseen mass M̂ = n₁/G (n₁ =
+  modes seen exactly once), and the unseen modes contribute M̂. A group whose modes are all
+  singletons (M̂ = 1) carries no information (Z' would be 1 whatever the advantages): its Z' is
+  absent (NaN), never a constant.
+
+log Z' is a segment-logsumexp, so it never overflows. Everything runs on the device (float64 for
+float64 advantages, else float32); answer keys are hashed on the host, token sequences on the
+device, and nothing reads a tensor back into Python.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -31,6 +42,8 @@ __all__ = [
     "ZPrimeResult",
     "assign_modes",
     "log_zprime",
+    "modes_from_keys",
+    "sequence_keys",
     "zprime_lower_bound_normalized",
 ]
 
@@ -58,46 +71,104 @@ class ModeAssignment:
     n_modes: torch.Tensor
 
 
-def assign_modes(answer_keys: Sequence[Hashable], layout: GroupLayout) -> ModeAssignment:
+_P1 = 2_147_483_647  # 2^31 − 1
+_P2 = 2_147_483_629  # a prime just below 2^31
+_B1 = 1_000_003
+_B2 = 998_244_353
+_NO_KEY_SALT = 0x5DEECE66D  # keeps per-response fallback keys apart from answer-key hashes
+
+
+def sequence_keys(token_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """A 62-bit key per response ``[N]`` (int64, on the device) from its token sequence: the
+    tokens where ``mask`` is set, in order, whatever the padding side (all tokens when ``mask``
+    is None). Two independent polynomial hashes mod primes near 2^31 over (token + 1), with the
+    length mixed in; equal sequences get equal keys, distinct ones collide with odds ~2^-62."""
+    if token_ids.dim() != 2:
+        raise ShapeError(f"token_ids has shape {list(token_ids.shape)}; expected [N, T]")
+    n, t = int(token_ids.shape[0]), int(token_ids.shape[1])
+    dev = token_ids.device
+    ids = token_ids.to(torch.int64)
+    if mask is None:
+        m = torch.ones((n, t), dtype=torch.bool, device=dev)
+    else:
+        if mask.numel() != n * t:
+            raise ShapeError(f"mask has shape {list(mask.shape)}; token_ids has {[n, t]}")
+        m = mask.reshape(n, t).to(dev)
+        m = m if m.dtype == torch.bool else m != 0
+        order = torch.sort((~m).to(torch.uint8), dim=-1, stable=True).indices
+        ids = ids.gather(-1, order)  # response tokens first, in order
+        m = m.gather(-1, order)
+    length = m.sum(dim=-1)
+    keys = []
+    for p, base in ((_P1, _B1), (_P2, _B2)):
+        pw = torch.tensor(_powers(base, p, t), dtype=torch.int64).to(dev)
+        term = (((ids % p) + 1) * pw) % p  # < 2^62: no overflow
+        h = torch.where(m, term, torch.zeros_like(term)).sum(dim=-1) % p
+        keys.append((h + length * 7919) % p)
+    return keys[0] * _P2 + keys[1]
+
+
+@functools.lru_cache(maxsize=16)
+def _powers(base: int, p: int, t: int) -> tuple[int, ...]:
+    """``base^k mod p`` for k = 0..t-1 (host integers)."""
+    out = [1] * t
+    for k in range(1, t):
+        out[k] = out[k - 1] * base % p
+    return tuple(out)
+
+
+def modes_from_keys(keys: torch.Tensor, layout: GroupLayout) -> ModeAssignment:
+    """Modes = distinct ``keys`` (int64 ``[N]``, on the layout's device) within each group."""
+    n = layout.num_responses
+    if tuple(keys.shape) != (n,):
+        raise ShapeError(f"mode keys have shape {list(keys.shape)}; expected [{n}]")
+    dev = layout.device
+    h = keys.to(device=dev, dtype=torch.int64)
+    groups = layout.index
+    o1 = torch.sort(h, stable=True).indices
+    o2 = torch.sort(groups.index_select(0, o1), stable=True).indices
+    order = o1.index_select(0, o2)  # sorted by (group, key), original order kept within ties
+    hs, gs = h.index_select(0, order), groups.index_select(0, order)
+    new = torch.ones(n, dtype=torch.bool, device=dev)
+    new[1:] = (hs[1:] != hs[:-1]) | (gs[1:] != gs[:-1])
+    slot_sorted = torch.cumsum(new.to(torch.int64), 0) - 1
+    mode_index = torch.empty(n, dtype=torch.int64, device=dev).scatter_(0, order, slot_sorted)
+    mode_group = torch.zeros(n, dtype=torch.int64, device=dev).scatter_(0, slot_sorted, gs)
+    first = torch.full((n,), n - 1, dtype=torch.int64, device=dev)
+    first = first.scatter_reduce(0, slot_sorted, order, reduce="amin", include_self=True)
+    slot_used = segment_sum(new.to(torch.float32), slot_sorted, n)
+    return ModeAssignment(
+        mode_index=mode_index,
+        mode_group=mode_group,
+        first_response=first,
+        num_modes=n,
+        n_modes=segment_sum(slot_used, mode_group, layout.num_groups),
+    )
+
+
+def assign_modes(
+    answer_keys: Sequence[Hashable | None],
+    layout: GroupLayout,
+    *,
+    sequence_keys: torch.Tensor | None = None,
+) -> ModeAssignment:
     """Map host-side answer keys (strings, or response hashes) to integer mode ids per group.
 
     Keys are hashed on the host (Python ``hash``, 64 bit; two distinct keys of one group
-    colliding has odds ~G²/2⁶⁴) and grouped by a stable sort of (group, hash) on CPU tensors;
-    nothing loops over responses in Python except the hashing itself, and nothing reads a tensor
-    back into Python.
+    colliding has odds ~G²/2⁶⁴). A ``None`` key (no extractable answer) is its own mode: the
+    response's token sequence (``sequence_keys``, from :func:`sequence_keys`) when given, else
+    the response alone. Grouping runs on the device; nothing is read back into Python.
     """
-    groups = layout.group_of_response_host()
-    if groups is None:
-        raise ConfigurationError(
-            "answer_keys need the group of every response on the host: pass rewards as [B, G] or "
-            "group_ids as a host sequence (not a tensor)"
-        )
     n = layout.num_responses
     if len(answer_keys) != n:
         raise ShapeError(f"answer_keys has {len(answer_keys)} entries; expected {n}")
-    h = torch.tensor(list(map(hash, answer_keys)), dtype=torch.int64)
-    o1 = torch.sort(h, stable=True).indices
-    o2 = torch.sort(groups[o1], stable=True).indices
-    order = o1[o2]  # responses sorted by (group, hash), original order kept within ties
-    hs, gs = h[order], groups[order]
-    new = torch.ones(n, dtype=torch.bool)
-    new[1:] = (hs[1:] != hs[:-1]) | (gs[1:] != gs[:-1])
-    slot_sorted = torch.cumsum(new.to(torch.int64), 0) - 1
-    mode_index = torch.empty(n, dtype=torch.int64).scatter_(0, order, slot_sorted)
-    mode_group = torch.zeros(n, dtype=torch.int64).scatter_(0, slot_sorted, gs)
-    first = torch.full((n,), n - 1, dtype=torch.int64)
-    first = first.scatter_reduce(0, slot_sorted, order, reduce="amin", include_self=True)
-    dev = layout.device
-    mode_group_d = host_to_device(mode_group, torch.int64, dev)
-    used = host_to_device(new, torch.float32, dev)
-    slot_used = segment_sum(used, host_to_device(slot_sorted, torch.int64, dev), n)
-    return ModeAssignment(
-        mode_index=host_to_device(mode_index, torch.int64, dev),
-        mode_group=mode_group_d,
-        first_response=host_to_device(first, torch.int64, dev),
-        num_modes=n,
-        n_modes=segment_sum(slot_used, mode_group_d, layout.num_groups),
-    )
+    none = [k is None for k in answer_keys]
+    host = [hash((_NO_KEY_SALT, i)) if k is None else hash(k) for i, k in enumerate(answer_keys)]
+    keys = host_to_device(torch.tensor(host, dtype=torch.int64), torch.int64, layout.device)
+    if sequence_keys is not None and any(none):
+        is_none = host_to_device(torch.tensor(none), torch.bool, layout.device)
+        keys = torch.where(is_none, sequence_keys.to(layout.device) ^ _NO_KEY_SALT, keys)
+    return modes_from_keys(keys, layout)
 
 
 def _segment_logsumexp(values: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tensor:
@@ -132,16 +203,36 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(small, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
+def _masked_quantile(
+    x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, q: float
+) -> torch.Tensor:
+    """:func:`quantile_linear` over the ``valid`` entries of ``x`` (``k`` of them, a device
+    count), without reading ``k`` back: NaN when there are none."""
+    n = int(x.shape[0])
+    srt = torch.sort(torch.where(valid, x, torch.full_like(x, float("inf")))).values
+    pos = q * (k - 1).clamp_min(0)
+    lo = pos.floor()
+    hi = torch.minimum(lo + 1, (k - 1).clamp_min(0))
+    lo_i = lo.to(torch.int64).clamp(0, n - 1)
+    hi_i = hi.to(torch.int64).clamp(0, n - 1)
+    a, b = srt.index_select(0, lo_i.reshape(1)), srt.index_select(0, hi_i.reshape(1))
+    out = (a + (b - a) * (pos - lo)).reshape(())
+    return torch.where(k > 0, out, torch.full_like(out, float("nan")))
+
+
 @dataclass(frozen=True)
 class ZPrimeResult:
     """Z'(q) per query and per step, on the device.
 
-    ``log_zprime`` ``[B]``; ``suppression`` ``[B]`` = 1/Z'(q) (the factor applied to every unsampled
-    mode); ``lower_bound`` ``[B]``: Thm 2.3's bound 1 + Σ_j N_j·A_j·π_ref(o_j)/(βG), valid whenever
-    the π_ref used sum with the unseen mass to 1 (always here); per step (0-d): ``mean`` of
-    log Z', ``p90`` of log Z' across queries (linear interpolation between order statistics, the
-    default of ``torch.quantile``/``numpy.quantile``), ``gt1_frac`` = fraction of queries with
-    log Z' > ``LOG_ZPRIME_GT1_TOL`` (``_FP32`` for float32 work).
+    ``log_zprime`` ``[B]`` (NaN where Z' is absent: a Good–Turing group of singletons);
+    ``suppression`` ``[B]`` = 1/Z'(q) (the factor applied to every unsampled mode);
+    ``lower_bound`` ``[B]``: Thm 2.3's bound 1 + Σ_j N_j·A_j·π(o_j)/(βG), valid whenever the π
+    used sum with the unseen mass to 1 (always here). Per step (0-d), over the queries that
+    have a Z': ``queries`` (their number), ``mean`` of log Z', ``p90`` of log Z' (linear
+    interpolation between order statistics, the default of ``torch.quantile``/
+    ``numpy.quantile``), ``gt1_frac`` = fraction with log Z' > ``LOG_ZPRIME_GT1_TOL``
+    (``_FP32`` for float32 work); NaN when no query has one. ``exact_support``: π came from
+    log-probs (science.md §7), not Good–Turing.
     """
 
     log_zprime: torch.Tensor
@@ -151,6 +242,8 @@ class ZPrimeResult:
     p90: torch.Tensor
     gt1_frac: torch.Tensor
     beta: float
+    queries: torch.Tensor | None = None
+    exact_support: bool = False
 
 
 def log_zprime(
@@ -160,8 +253,16 @@ def log_zprime(
     *,
     beta: float,
     ref_logprobs: torch.Tensor | None = None,
+    sequences: ModeAssignment | None = None,
 ) -> ZPrimeResult:
-    """log Z'(q) of every query (science.md §2 Decision); exponent N_j·A_j/(βG)."""
+    """log Z'(q) of every query (science.md §2 Decision, §7); exponent N_j·A_j/(βG).
+
+    ``ref_logprobs`` (``[B, G]`` or ``[N]``): each response's sequence log-probability under
+    π_ref, or under the old policy as its stand-in; with them the support is exact. Then
+    ``sequences`` (modes by token sequence, :func:`modes_from_keys` of :func:`sequence_keys`)
+    tells distinct sampled responses apart: a mode's π is the sum over its distinct sequences.
+    Without log-probs: Good–Turing, and groups of singletons have no Z' (NaN).
+    """
     if not beta > 0:
         raise ConfigurationError(f"beta must be > 0 for Z'(q), got {beta!r}")
     # float64 when the advantages are float64, else float32 (float64 transcendental functions
@@ -174,32 +275,44 @@ def log_zprime(
     adv_sum = segment_sum(adv, modes.mode_index, m)  # N_j·A_j
     g_of_mode = layout.sizes.to(dt).index_select(0, mg)
     exponent = adv_sum / (beta * g_of_mode)
+    ninf = float("-inf")
     if ref_logprobs is not None:
-        lp = layout.flatten(ref_logprobs, "ref_logprobs").detach().to(dt)
-        log_pi = lp.index_select(0, modes.first_response)
-        log_pi = torch.where(counts > 0, log_pi, torch.full_like(log_pi, float("-inf")))
+        lp = layout.flatten(ref_logprobs, "ref_logprobs").detach().to(device=adv.device, dtype=dt)
+        if sequences is None:
+            log_pi = lp.index_select(0, modes.first_response)
+        else:  # π(mode) = Σ π over the mode's distinct sampled sequences
+            seq_count = segment_sum(torch.ones_like(adv), sequences.mode_index, sequences.num_modes)
+            first = sequences.first_response
+            log_pi_seq = torch.where(seq_count > 0, lp.index_select(0, first), ninf)
+            log_pi = _segment_logsumexp(log_pi_seq, modes.mode_index.index_select(0, first), m)
+        log_pi = torch.where(counts > 0, log_pi, torch.full_like(log_pi, ninf))
         log_seen = _segment_logsumexp(log_pi, mg, b)
         log_unseen = _log1mexp(log_seen)
+        valid = torch.ones(b, dtype=torch.bool, device=adv.device)
     else:
         g = layout.sizes.to(dt)
         n1 = segment_sum((counts == 1).to(dt), mg, b)
         m_hat = n1 / g  # Good–Turing unseen mass
         log_pi = torch.log(counts / g_of_mode) + torch.log1p(-m_hat).index_select(0, mg)
         log_unseen = torch.log(m_hat)
+        valid = n1 < g  # all singletons: no information, no Z' (science.md §7)
     terms = torch.cat([log_pi + exponent, log_unseen])
     seg = torch.cat([mg, torch.arange(b, device=mg.device)])
-    lz = _segment_logsumexp(terms, seg, b)
+    nan = torch.full((b,), float("nan"), dtype=dt, device=adv.device)
+    lz = torch.where(valid, _segment_logsumexp(terms, seg, b), nan)
     bound = 1.0 + segment_sum(adv_sum * torch.exp(log_pi) / (beta * g_of_mode), mg, b)
+    k = valid.to(dt).sum()
+    tol = LOG_ZPRIME_GT1_TOL if dt == torch.float64 else LOG_ZPRIME_GT1_TOL_FP32
     return ZPrimeResult(
         log_zprime=lz,
         suppression=torch.exp(-lz),
-        lower_bound=bound,
-        mean=lz.mean(),
-        p90=quantile_linear(lz, 0.9),
-        gt1_frac=(lz > (LOG_ZPRIME_GT1_TOL if dt == torch.float64 else LOG_ZPRIME_GT1_TOL_FP32))
-        .to(dt)
-        .mean(),
+        lower_bound=torch.where(valid, bound, nan),
+        mean=torch.where(valid, lz, torch.zeros_like(lz)).sum() / k,
+        p90=_masked_quantile(lz, valid, k, 0.9),
+        gt1_frac=((lz > tol) & valid).to(dt).sum() / k,
         beta=beta,
+        queries=k,
+        exact_support=ref_logprobs is not None,
     )
 
 

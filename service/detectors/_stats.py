@@ -8,10 +8,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from fractions import Fraction
 
 from service.detectors.records import StepRecord
 
-__all__ = ["finite", "last_pairs", "last_values", "mean", "slope"]
+__all__ = [
+    "count_below",
+    "exact_fraction",
+    "exact_mean",
+    "finite",
+    "last_pairs",
+    "last_values",
+    "line",
+    "mean",
+    "slope",
+]
+
+#: Largest count denominator :func:`exact_fraction` recovers (a step of a million responses).
+MAX_COUNT_DENOMINATOR = 1_000_000
 
 
 def last_values(
@@ -85,3 +99,36 @@ def slope(xs: Sequence[int], ys: Sequence[float]) -> float:
         sxx += dx * dx
         sxy += dx * (y - my)
     return sxy / sxx if sxx > 0.0 else 0.0
+
+
+# -- exact comparisons on lines drawn on counts (science.md §7) ---------------------------------
+# A fraction of counts such as 3/10 travels as the float nearest to it; summing or averaging
+# floats, or comparing one with a threshold's float (0.01 is stored just above 1/100), can cross
+# a line the counts do not cross. Rules compare exact rationals instead.
+
+
+def line(threshold: float) -> Fraction:
+    """A threshold as the decimal it was written as (its shortest repr): 0.01 -> 1/100."""
+    return Fraction(repr(float(threshold)))
+
+
+def exact_fraction(x: float) -> Fraction:
+    """``x`` as the ratio of counts it was computed from: the fraction with denominator <=
+    :data:`MAX_COUNT_DENOMINATOR` nearest to ``x`` when ``x`` lies within a few ulps of it (one
+    correctly rounded float64 division k/n does), else ``x``'s exact binary value."""
+    exact = Fraction(x)
+    near = exact.limit_denominator(MAX_COUNT_DENOMINATOR)
+    if abs(near - exact) <= abs(exact) * Fraction(1, 2**50):
+        return near
+    return exact
+
+
+def exact_mean(values: Sequence[float]) -> Fraction:
+    """Mean of fractions of counts, in exact arithmetic (see :func:`exact_fraction`)."""
+    return sum((exact_fraction(v) for v in values), Fraction(0)) / len(values)
+
+
+def count_below(count: float, total: float, threshold: float) -> bool:
+    """``count / total < threshold`` on whole counts, exactly: 8 of 800 is not below 0.01."""
+    t = line(threshold)
+    return int(count) * t.denominator < t.numerator * int(total)

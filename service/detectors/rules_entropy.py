@@ -4,7 +4,15 @@ failure signatures ``length_collapse`` and ``repetition_collapse``."""
 from __future__ import annotations
 
 from service.detectors._context import RuleContext
-from service.detectors._stats import finite, last_pairs, last_values, mean, slope
+from service.detectors._stats import (
+    exact_fraction,
+    finite,
+    last_pairs,
+    last_values,
+    line,
+    mean,
+    slope,
+)
 from service.detectors.names import (
     ENTROPY_FLOOR,
     ENTROPY_SLOPE,
@@ -151,7 +159,7 @@ def repetition_collapse(ctx: RuleContext) -> RuleResult:
     b = slope(steps, vals)
     if not finite(b):
         return ctx.overflow(REPETITION_COLLAPSE)
-    if b < s.min_rise or vals[-1] < s.min_level:
+    if b < s.min_rise or exact_fraction(vals[-1]) < line(s.min_level):
         return ctx.clear(REPETITION_COLLAPSE, f"repetition rate {vals[-1]:.3f}, slope {b:.3g}/step")
     return ctx.fire(
         REPETITION_COLLAPSE,

@@ -3,8 +3,18 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 from service.detectors._context import RuleContext
-from service.detectors._stats import finite, last_values, mean, slope
+from service.detectors._stats import (
+    exact_fraction,
+    exact_mean,
+    finite,
+    last_values,
+    line,
+    mean,
+    slope,
+)
 from service.detectors.names import (
     DEGENERATE_GROUPS,
     SIGNAL_STARVATION,
@@ -34,12 +44,13 @@ def signal_starvation(ctx: RuleContext) -> RuleResult:
     g = ctx.group_size
     low = p_star(g)
     high = 1.0 - low
-    m = mean(vals)
-    if not finite(m):
+    if not finite(mean(vals)):
         return ctx.overflow(SIGNAL_STARVATION)
+    exact = exact_mean(vals)  # science.md §7: success rates are ratios of counts
+    m = mean(vals)
     thresholds = {"p_star": low, "p_star_mirror": high, "group_size": g, "window": s.window}
     observed = {"success_rate_mean": m, "success_rate": vals[-1]}
-    if m < low:
+    if exact < Fraction(low):
         need = group_size_for_rate(m)
         bigger = f"increase group size to G >= {need}" if need is not None else "increase G"
         return ctx.fire(
@@ -52,7 +63,7 @@ def signal_starvation(ctx: RuleContext) -> RuleResult:
             ),
             action=f"{bigger} or lower task difficulty so the success rate exceeds p*(G)",
         )
-    if m > high:
+    if exact > 1 - Fraction(low):
         need = group_size_for_rate(1.0 - m)
         bigger = f"increase group size to G >= {need}" if need is not None else "increase G"
         return ctx.fire(
@@ -81,6 +92,15 @@ def _degenerate_fraction(rec: StepRecord) -> float | None:
     return (fail or 0.0) + (ok or 0.0)
 
 
+def _exact_degenerate_fraction(rec: StepRecord) -> Fraction:
+    """:func:`_degenerate_fraction` in exact arithmetic (science.md §7): 1/10 + 2/10 is 3/10."""
+    fail = rec.value("degenerate_all_fail")
+    ok = rec.value("degenerate_all_pass")
+    if fail is None and ok is None:
+        return exact_fraction(rec.value(DEGENERATE_SUM) or 0.0)
+    return exact_fraction(fail or 0.0) + exact_fraction(ok or 0.0)
+
+
 def degenerate_groups(ctx: RuleContext) -> RuleResult:
     s = ctx.config.degenerate_groups
     gated = ctx.gate(
@@ -89,11 +109,13 @@ def degenerate_groups(ctx: RuleContext) -> RuleResult:
     if gated is not None:
         return gated
     fracs: list[float] = []
+    exact_fracs: list[Fraction] = []  # exact (science.md §7): 1/10 + 2/10 is not above 0.3
     for rec in reversed(ctx.history):
         frac = _degenerate_fraction(rec)
         if frac is None:
             continue
         fracs.append(frac)
+        exact_fracs.append(_exact_degenerate_fraction(rec))
         if len(fracs) >= s.window:
             break
     if len(fracs) < s.window:
@@ -101,7 +123,8 @@ def degenerate_groups(ctx: RuleContext) -> RuleResult:
     m = mean(fracs)
     if not finite(m):
         return ctx.overflow(DEGENERATE_GROUPS)
-    if m <= s.max_fraction:
+    exact = sum(exact_fracs, Fraction(0)) / len(exact_fracs)
+    if exact <= line(s.max_fraction):
         return ctx.clear(
             DEGENERATE_GROUPS, f"mean degenerate fraction {m:.3f} <= {s.max_fraction:g}"
         )
@@ -151,12 +174,13 @@ def zprime_pressure(ctx: RuleContext) -> RuleResult:
     steps, vals = last_values(ctx.history, metric, s.window)
     if len(vals) < s.window:
         return ctx.too_few(ZPRIME_PRESSURE, metric, len(vals), s.window)
-    m = mean(vals)
     b = slope(steps, vals)
-    if not finite(m, b):
+    if not finite(mean(vals), b):
         return ctx.overflow(ZPRIME_PRESSURE)
-    high = m >= s.max_fraction
-    rising = b >= s.rising_slope and vals[-1] >= s.rising_min_fraction
+    exact = exact_mean(vals)
+    m = mean(vals)
+    high = exact >= line(s.max_fraction)
+    rising = b >= s.rising_slope and exact_fraction(vals[-1]) >= line(s.rising_min_fraction)
     if not (high or rising):
         return ctx.clear(ZPRIME_PRESSURE, f"raw Z'>1 fraction mean {m:.3f}, slope {b:.3g}/step")
     observed: dict[str, float] = {

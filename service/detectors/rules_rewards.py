@@ -4,19 +4,53 @@
 from __future__ import annotations
 
 from service.detectors._context import RuleContext
-from service.detectors._stats import finite, last_pairs, last_values, mean, slope
+from service.detectors._stats import (
+    count_below,
+    exact_fraction,
+    finite,
+    last_pairs,
+    last_values,
+    line,
+    mean,
+    slope,
+)
 from service.detectors.names import MODEL_COLLAPSE_STEP, REWARD_ACCURACY_DIVERGENCE, RISE_THEN_FALL
+from service.detectors.records import StepRecord
 from service.detectors.results import RuleResult, Value
 
 __all__ = ["model_collapse_step", "reward_accuracy_divergence", "rise_then_fall"]
 
 
+def _below(rec: StepRecord, threshold: float) -> bool:
+    """Reward accuracy strictly below ``threshold`` (science.md §7: on the counts when the
+    record carries them, ``agree·100 < total``; else on the ratio read back as counts)."""
+    agree = rec.value("reward_accuracy_agree")
+    total = rec.value("reward_accuracy_total")
+    if agree is not None and total is not None and total > 0:
+        return count_below(agree, total, threshold)
+    acc = rec.value("reward_accuracy")
+    return acc is not None and exact_fraction(acc) < line(threshold)
+
+
 def collapse_window(ctx: RuleContext) -> tuple[list[int], list[float]] | None:
     """The last ``window`` reward-accuracy observations when all are below the threshold."""
     s = ctx.config.model_collapse_step
-    steps, vals = last_values(ctx.history, "reward_accuracy", s.window)
-    if len(vals) < s.window or max(vals) >= s.threshold:
+    steps: list[int] = []
+    vals: list[float] = []
+    for rec in reversed(ctx.history):
+        v = rec.value("reward_accuracy")
+        if v is None:
+            continue
+        if not _below(rec, s.threshold):
+            return None
+        steps.append(rec.step)
+        vals.append(v)
+        if len(vals) >= s.window:
+            break
+    if len(vals) < s.window:
         return None
+    steps.reverse()
+    vals.reverse()
     return steps, vals
 
 

@@ -83,3 +83,55 @@ def test_model_collapse_tracker() -> None:
     assert tr.collapse_value == 0.009
     with pytest.raises(ConfigurationError, match="threshold"):
         ModelCollapseTracker(1.5)
+
+
+# -- lines drawn on counts are compared on counts (issue 13 item 6; science.md §7) ----------
+
+
+def _agreeing(agree: int, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pseudo and oracle rewards of ``total`` responses (groups of 8) agreeing on ``agree``."""
+    pseudo = torch.ones(total)
+    oracle = torch.zeros(total)
+    oracle[:agree] = 1.0
+    return pseudo.reshape(-1, 8), oracle.reshape(-1, 8)
+
+
+@pytest.mark.parametrize(("agree", "collapsed"), [(8, False), (7, True), (9, False)])
+def test_model_collapse_step_at_exactly_one_percent(agree: int, collapsed: bool) -> None:
+    """8 of 800 agreeing is 1 %, not below it (seed 004: 'below 1%'); fp32 made it 0.0099999998."""
+    from trainer_hooks import Monitor, StepInputs
+
+    p, o = _agreeing(agree, 800)
+    ra = reward_agreement(p, o, make_layout(p))
+    assert (ra.agree.item(), ra.total.item()) == (agree, 800)
+    assert ra.reward_accuracy.item() == agree / 800  # one correctly rounded float64 division
+    m = Monitor(group_size=8, kl_beta=0.04)
+    res = m.step(StepInputs(rewards=p, oracle_rewards=o))
+    assert res.metrics["reward_accuracy"] == agree / 800
+    assert ("model_collapse_step" in res.metrics) is collapsed
+    assert (m.collapse.collapse_step is not None) is collapsed
+
+
+def test_count_below_reads_the_threshold_as_written() -> None:
+    from trainer_hooks._unsupervised import count_below
+
+    assert not count_below(8, 800, 0.01)
+    assert count_below(7, 800, 0.01)
+    assert not count_below(3, 10, 0.3)
+    assert count_below(2, 10, 0.3)
+    t = ModelCollapseTracker(0.01)
+    assert not t.update(0, 0.01, agree=8, total=800)
+    assert t.update(1, 0.00875, agree=7, total=800)
+    assert t.collapse_step == 1
+
+
+def test_group_fractions_are_exact_ratios() -> None:
+    """3 of 10 groups all-fail reads 0.3 exactly (fp32 gave 0.30000001, above a 0.3 line)."""
+    from trainer_hooks import group_stats
+
+    rewards = torch.ones(10, 4)
+    rewards[:3] = 0.0
+    s = group_stats(rewards)
+    assert s.degenerate_all_fail.item() == 0.3
+    assert s.degenerate_all_pass.item() == 0.7
+    assert s.success_rate.item() == 0.7

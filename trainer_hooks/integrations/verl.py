@@ -125,10 +125,12 @@ def iac_grpo_outcome_advantage(
     epsilon: float = 1e-6,
     norm_adv_by_std_in_grpo: bool = True,
     success_threshold: float = 0.5,
+    s_plus: str = "advantage",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GRPO outcome advantage with IAC (see the module docstring); ``[bs, T]`` in and out.
 
-    S⁺ counts a group's responses whose score (summed token reward) is >= ``success_threshold``.
+    S⁺ counts a group's responses with a positive advantage (seed 002 Algorithm 1, science.md
+    §7); ``s_plus="threshold"`` counts scores (summed token reward) >= ``success_threshold``.
     ``alpha = 0`` gives veRL's GRPO advantage exactly.
     """
     with torch.no_grad():
@@ -139,7 +141,7 @@ def iac_grpo_outcome_advantage(
             norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo,
         )
         calibrated = iac_calibrate(
-            adv, scores, ids, alpha=alpha, success_threshold=success_threshold
+            adv, scores, ids, alpha=alpha, success_threshold=success_threshold, s_plus=s_plus
         )
         out = calibrated.unsqueeze(-1) * response_mask
     return out, out
@@ -190,6 +192,7 @@ def compute_iac_grpo_advantage(
         epsilon=epsilon,
         norm_adv_by_std_in_grpo=norm,
         success_threshold=float(_config_get(config, "iac_success_threshold", 0.5)),
+        s_plus=str(_config_get(config, "iac_s_plus", "advantage")),
     )
 
 
