@@ -211,6 +211,7 @@ class SharpwatchClient:
         self.last_error: str | None = None
         self.flush_error: str | None = None  # why the last flush() returned False
         self._closed_unsent: str | None = None
+        self._wal_failing = False
         self._writer = threading.Thread(
             target=self._supervised,
             args=(self._write_loop, "writer"),
@@ -653,21 +654,29 @@ class SharpwatchClient:
         return lines, last
 
     def _place_locked(self, lines: list[bytes], last_step: int | None) -> None:
-        """Append to the log, or keep in memory when there is none (or it cannot be written)."""
+        """Append to the log, or keep in memory when there is none (or it cannot be written).
+        Once records wait in memory, newer ones join them there until the service took them
+        all, so records are always sent in the order they were submitted."""
         if not lines:
             return
-        if self._wal is not None:
+        if self._wal is not None and not self._lines:
             try:
                 self._wal.append(lines, last_step)
             except OSError as exc:
-                log.error(
-                    "sharpwatch could not write its spool %s (%s); new step records wait in "
-                    "memory until the service takes them",
-                    self._wal.path,
-                    exc,
-                )
+                if not self._wal_failing:
+                    log.error(
+                        "sharpwatch could not write its spool %s (%s); new step records wait "
+                        "in memory until the service takes them (at most max_queue=%d)",
+                        self._wal.path,
+                        exc,
+                        self._max_queue,
+                    )
+                self._wal_failing = True
                 self.last_error = f"spool write failed: {exc}"
             else:
+                if self._wal_failing:
+                    self._wal_failing = False
+                    log.warning("sharpwatch writes its spool %s again", self._wal.path)
                 if self._wal.pending - self._spool_warned_at >= self._spool_warn:
                     self._spool_warned_at = self._wal.pending
                     log.warning(

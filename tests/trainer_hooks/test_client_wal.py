@@ -419,3 +419,37 @@ def test_the_log_reads_new_records_after_a_compaction(tmp_path: Path) -> None:
     chunk = wal.read(wal.acked, wal.end, 10, None)
     assert [json.loads(x)["step"] for x in chunk.lines] == [2, 3]
     wal.close()
+
+
+def test_a_spool_that_cannot_be_written_keeps_records_in_memory_until_it_can(
+    database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import errno
+
+    from trainer_hooks._spool import WriteAheadLog
+
+    def disk_full(self: WriteAheadLog, lines: list[bytes], last_step: int | None) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with _server(database) as server, caplog.at_level(logging.WARNING, "trainer_hooks.client"):
+        client = SharpwatchClient(server.url, spool_dir=tmp_path / "spool", flush_interval=0.005)
+        run = client.register_run("disk-full", group_size=4)
+        for step in range(10):
+            client.submit(_record(step))
+        assert client.flush(timeout=20), client.flush_error
+        with monkeypatch.context() as patch:
+            patch.setattr(WriteAheadLog, "append", disk_full)
+            for step in range(10, 30):
+                client.submit(_record(step))
+            assert client.flush(timeout=20), client.flush_error
+        for step in range(30, 40):
+            client.submit(_record(step))
+        assert client.flush(timeout=20), client.flush_error
+        assert [s["step"] for s in _stored(server.url, run.id)] == list(range(40))
+        assert (client.dropped, client.rejected) == (0, 0)
+        assert caplog.text.count("No space left on device") == 1  # said once, not per record
+        assert "writes its spool" in caplog.text
+        client.close()
