@@ -12,8 +12,8 @@
   :func:`log_rollout_data` ``(rollout_id, args, samples, rollout_extra_metrics, rollout_time)``
   runs in slime's rollout manager after each rollout: it streams the step to sharpwatch
   (per-query success counts from the samples' rewards, GRPO advantages as slime computes them,
-  modes = distinct response token sequences for Z'(q), the rollout's sequence log-probs and
-  token entropies when the samples carry them), adds the ``sharpwatch/...`` numbers to
+  modes = distinct response token sequences for Z'(q) with the rollout's sequence log-probs as
+  π when the samples carry them, token entropies when they carry them), adds the ``sharpwatch/...`` numbers to
   ``rollout_extra_metrics`` so slime's own logging (W&B, TensorBoard) records them, and returns
   False so that logging goes on. After an ``early_stop`` it raises :class:`EarlyStopError`.
 
@@ -36,7 +36,6 @@ import math
 import os
 import threading
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import fields
 from typing import Any
 
 import torch
@@ -57,8 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("trainer_hooks.integrations.slime")
-
-_HAS_OLD_LOGPROBS = "old_logprobs" in {f.name for f in fields(StepInputs)}
 
 
 class EarlyStopError(SharpwatchHooksError):
@@ -280,9 +277,6 @@ def rollout_step_inputs(
             [sum(float(v) for v in s.rollout_log_probs) for s in samples], dtype=torch.float64
         )
         extra["slime/seq_logprob_mean"] = float(seq_logprobs.mean())
-    kwargs: dict[str, Any] = {}
-    if seq_logprobs is not None and _HAS_OLD_LOGPROBS:
-        kwargs["old_logprobs"] = seq_logprobs  # the rollout policy's, π_old (science.md §7)
     truncated = sum(1 for s in samples if str(getattr(s, "status", "")).endswith("TRUNCATED"))
     extra["slime/truncated_ratio"] = truncated / max(1, len(samples))
     if rollout_time:
@@ -297,7 +291,7 @@ def rollout_step_inputs(
         response_lengths=lengths if mask is None else None,
         extra=extra,
         step=step,
-        **kwargs,
+        old_logprobs=seq_logprobs,  # the rollout policy's: π_old, Z'(q)'s stand-in (science.md §7)
     )
 
 

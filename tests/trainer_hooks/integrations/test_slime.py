@@ -266,7 +266,11 @@ def test_log_rollout_data_streams_the_step_and_feeds_slimes_logger(
         assert m["slime/seq_logprob_mean"] == pytest.approx(sum(seq) / len(seq), rel=1e-6)
         assert m["slime/truncated_ratio"] == pytest.approx(3 / 12)
         assert m["slime/rollout_time"] == 2.5
-        assert m["log_zprime_raw_mean"] is not None  # modes from the response tokens
+        # Z'(q) over the modes (distinct response tokens) with the rollout's sequence
+        # log-probs as π (π_old standing in for π_ref, science.md §7).
+        assert m["log_zprime_raw_mean"] is not None
+        assert m["zprime_exact_support"] == 1.0
+        assert m["zprime_pi_is_reference"] == 0.0
         # slime's default logging starts from rollout_extra_metrics: our numbers ride along.
         logged = extra_metrics[rollout_id]
         assert logged["rollout/from_the_rollout_fn"] == 1.0
