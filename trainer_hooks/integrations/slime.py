@@ -13,9 +13,10 @@
   runs in slime's rollout manager after each rollout: it streams the step to sharpwatch
   (per-query success counts from the samples' rewards, GRPO advantages as slime computes them,
   modes = distinct response token sequences for Z'(q) with the rollout's sequence log-probs as
-  π when the samples carry them, token entropies when they carry them), adds the ``sharpwatch/...`` numbers to
-  ``rollout_extra_metrics`` so slime's own logging (W&B, TensorBoard) records them, and returns
-  False so that logging goes on. After an ``early_stop`` it raises :class:`EarlyStopError`.
+  π when the samples carry them, token entropies when they carry them), adds the
+  ``sharpwatch/...`` numbers to ``rollout_extra_metrics`` so slime's own logging (W&B,
+  TensorBoard) records them, and returns False so that logging goes on. After an
+  ``early_stop`` it raises :class:`EarlyStopError`.
 
 The session is opened in the rollout manager from the environment on the first call
 (``SHARPWATCH_URL``...; see :func:`session_from_env`), or set with :func:`use_session`.
