@@ -42,16 +42,19 @@ class StepInputs:
     Per-response tensors are ``[B, G]`` (or ``[B, G, T]``), or flat ``[N]`` (``[N, T]``) with
     ``group_ids``. ``advantages`` are the trainer's own (GRPO, Dr.GRPO, RLOO, ...), before IAC;
     they are never recomputed. Give ``logits`` (``[..., T, V]``) or ``token_entropy``
-    (``[..., T]``) with the response ``mask``. ``answer_keys`` (extracted final answers, or a hash
-    of each response) enable Z'(q). ``oracle_rewards`` (ground truth when ``rewards`` are
-    pseudo-rewards) enable reward/label accuracy. ``loss``, ``grad_norm``, ``kl`` and ``extra``
-    are passed through (floats or 0-d tensors; tensors travel in the step's one host copy).
+    (``[..., T]``) with the response ``mask`` (masked positions may hold anything: they are
+    selected out, science.md §7). ``answer_keys`` (extracted final answers; ``None`` for a
+    response with none) or ``token_ids`` enable Z'(q). ``oracle_rewards`` (ground truth when
+    ``rewards`` are pseudo-rewards) enable reward/label accuracy. ``loss``, ``grad_norm``, ``kl``
+    and ``extra`` are passed through (floats or 0-d tensors; tensors travel in the step's one host
+    copy).
 
     Z'(q) with an exact sampled support (science.md §7): ``old_logprobs`` / ``ref_logprobs``
     (per response, the sequence log-probability Σ_t log π(o_t|q, o_<t) under the old policy /
     π_ref; π_ref is used when both are given) with ``token_ids`` (``[..., T]``, response tokens
     where ``mask`` is set) to tell distinct responses apart. ``token_ids`` alone (no answer
-    keys) give the response-hash mode. ``temperature``: the sampling temperature of this step's
+    keys) give the response-hash mode; without log-probs a group whose keys never repeat has no
+    Z' (absent, never a constant). ``temperature``: the sampling temperature of this step's
     rollouts when it differs from the Monitor's; entropy computed from ``logits`` is that of
     softmax(logits / temperature) (a ``token_entropy`` the trainer passes is used as given).
     """

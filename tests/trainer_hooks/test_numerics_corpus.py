@@ -285,3 +285,21 @@ def test_zprime_and_iac_against_float64(name: str, padding: str) -> None:
     assert res.metrics["zprime_exact_support"] == 1.0
     assert res.metrics["zprime_pi_is_reference"] == 0.0
     assert res.record["non_finite"] == []
+
+
+def test_temperature_from_the_monitor_or_the_step() -> None:
+    """Entropy of softmax(logits / T) (science.md §7): the Monitor's T, overridden per step."""
+    logits, mask, rewards = _tiny()
+    m = Monitor(group_size=2, kl_beta=0.04, temperature=0.5)
+    at_half = m.step(StepInputs(rewards=rewards, logits=logits, mask=mask)).metrics["entropy"]
+    assert at_half == pytest.approx(_ref_mean(logits / 0.5, mask), abs=1e-5)
+    step = StepInputs(rewards=rewards, logits=logits, mask=mask, temperature=1.25)
+    assert m.step(step).metrics["entropy"] == pytest.approx(
+        _ref_mean(logits / 1.25, mask), abs=1e-5
+    )
+    from trainer_hooks import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="temperature"):
+        Monitor(group_size=2, kl_beta=0.04, temperature=0.0)
+    with pytest.raises(ConfigurationError, match=r"StepInputs\.temperature"):
+        m.step(StepInputs(rewards=rewards, logits=logits, mask=mask, temperature=-1.0))
