@@ -27,7 +27,7 @@ from service.deps import reject_unknown_query
 from service.errors import SharpwatchError
 from service.middleware import BodySizeLimit, RequestTiming
 from service.observability import ServiceMetrics
-from service.routes import alerts, commands, health, metrics, runs, steps
+from service.routes import alerts, commands, health, metrics, projects, runs, steps
 from service.routes.ui import mount_ui
 from service.schemas.common import Problem, ValidationProblem
 from service.settings import Settings
@@ -101,7 +101,7 @@ def create_app(
     # itself refuses query parameters it does not declare.
     app.include_router(health.router)
     app.include_router(metrics.router)
-    for router in (runs.router, steps.router, alerts.router, commands.router):
+    for router in (runs.router, steps.router, alerts.router, commands.router, projects.router):
         app.include_router(router, dependencies=[Depends(reject_unknown_query)])
     mount_ui(app)
     return app

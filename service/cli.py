@@ -158,6 +158,39 @@ def _tokens_revoke(args: argparse.Namespace) -> int:
     return _with_session(revoke)
 
 
+def _gc(args: argparse.Namespace) -> int:
+    from service.storage import retention as retention_store
+
+    def collect(session: Any) -> int:
+        report = retention_store.collect(
+            session, project=args.project, dry_run=args.dry_run, batch_rows=args.batch_rows
+        )
+        verb = "would delete" if args.dry_run else "deleted"
+        for item in report:
+            print(
+                f"run {item.run_id} ({item.project}): {verb} {item.rows_deleted} per-query rows "
+                f"of steps <= {item.cutoff_step}"
+            )
+        total = sum(item.rows_deleted for item in report)
+        print(f"{verb} {total} per-query rows in {len(report)} runs")
+        return 0
+
+    return _with_session(collect)
+
+
+def _runs_delete(args: argparse.Namespace) -> int:
+    from service.storage import runs as run_store
+
+    def remove(session: Any) -> int:
+        run = run_store.get(session, args.run_id)
+        name = f"{run.project}/{run.name}"
+        run_store.delete_run(session, args.run_id)
+        print(f"deleted run {args.run_id} ({name}) and everything stored about it")
+        return 0
+
+    return _with_session(remove)
+
+
 def settings_table() -> str:
     """The README's configuration table, generated from ``Settings``."""
     lines = ["| setting | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
@@ -179,6 +212,13 @@ def _config(args: argparse.Namespace) -> int:
         for name, value in _settings({}).model_dump().items():
             print(f"SHARPWATCH_{name.upper()}={value}")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,6 +271,25 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = tokens.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("token_id", type=int, help="the token's id, as `tokens list` shows it")
     revoke.set_defaults(handler=_tokens_revoke)
+
+    gc = commands.add_parser(
+        "gc", help="apply the projects' retention: delete per-query rows past their window"
+    )
+    gc.add_argument("--project", help="only this project (default: every project with settings)")
+    gc.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    gc.add_argument(
+        "--batch-rows",
+        type=_positive_int,
+        default=10_000,
+        help="rows per delete transaction (default 10000); smaller holds locks shorter",
+    )
+    gc.set_defaults(handler=_gc)
+    runs = commands.add_parser("runs", help="runs").add_subparsers(
+        dest="runs_command", required=True
+    )
+    delete = runs.add_parser("delete", help="delete a run and everything stored about it")
+    delete.add_argument("run_id", type=int, help="the run's id")
+    delete.set_defaults(handler=_runs_delete)
 
     config = commands.add_parser("config", help="show the effective settings")
     config.add_argument("--markdown", action="store_true", help="print the settings table")

@@ -255,3 +255,23 @@ class ApiToken(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ProjectRetention(Base):
+    """How long a project keeps its per-query rows at full resolution (revision 0009).
+
+    ``sharpwatch gc`` keeps the query rows of a run's last ``full_steps`` step numbers
+    (step > last_step − full_steps) and, of older steps, only those of every ``keep_every``-th
+    step (step % keep_every == 0; 0 keeps none). Step rows, their series and per-step query
+    histograms are never pruned. A project without a row keeps everything."""
+
+    __tablename__ = "project_retention"
+    __table_args__ = (
+        CheckConstraint("full_steps >= 1", name="full_steps_positive"),
+        CheckConstraint("keep_every >= 0", name="keep_every_non_negative"),
+    )
+
+    project: Mapped[str] = mapped_column(String(128), primary_key=True)
+    full_steps: Mapped[int] = mapped_column(Integer)
+    keep_every: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -49,6 +49,9 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/runs/{run_id}/commands/{command_id}/ack"): RUN_WRITE,
     ("GET", "/api/v1/runs/{run_id}/commands/history"): RUN_READ,
     ("GET", "/api/v1/runs/{run_id}/alpha-decisions"): RUN_READ,
+    ("GET", "/api/v1/projects/{project}/retention"): FLEET_READ,
+    ("PUT", "/api/v1/projects/{project}/retention"): OPERATOR,
+    ("DELETE", "/api/v1/projects/{project}/retention"): OPERATOR,
 }
 CALLERS = ("none", "invalid", "read", "operator", "ingest_own", "ingest_other")
 
@@ -92,6 +95,7 @@ def _bodies(command_id: int) -> dict[tuple[str, str], Any]:
             "reason": "t",
         },
         ("POST", "/api/v1/runs/{run_id}/commands/{command_id}/ack"): {"status": "rejected"},
+        ("PUT", "/api/v1/projects/{project}/retention"): {"full_steps": 10, "keep_every": 2},
     }
 
 
@@ -135,6 +139,7 @@ def test_authorisation_matrix(
             .replace("{step}", "0")
             .replace("{query_id:path}", "q0")
             .replace("{command_id}", str(command["id"]))
+            .replace("{project}", "proj")
         )
         for caller, token in tokens.items():
             headers = {} if token is None else {"authorization": f"Bearer {token}"}
