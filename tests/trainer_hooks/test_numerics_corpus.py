@@ -109,6 +109,17 @@ def test_every_metric_against_float64(name: str, padding: str, dtype: torch.dtyp
     )
     assert metrics["reward_accuracy"] == agree / 8
     assert (metrics["reward_accuracy_agree"], metrics["reward_accuracy_total"]) == (agree, 8)
+    assert metrics["proxy_reward"] == pytest.approx(sum(sum(row) for row in r) / 8, rel=1e-12)
+    o = rb.oracle_rewards.double().tolist()
+    assert metrics["gt_reward"] == pytest.approx(sum(sum(row) for row in o) / 8, rel=1e-12)
+    # label accuracy: oracle success of the response the proxy prefers (first on ties)
+    best = [row.index(max(row)) for row in r]
+    assert metrics["label_accuracy"] == sum(o[b][best[b]] >= 0.5 for b in range(2)) / 2
+    assert metrics["degenerate_all_pass"] == sum(s == 4 for s in s_plus) / 2
+    p = sum(s / 4 for s in s_plus) / 2
+    assert metrics["reward_var_expected"] == pytest.approx(p * (1 - p) * 3 / 4, rel=1e-12)
+    for b, q in enumerate(queries):
+        assert q["response_length"] == pytest.approx(lengths[b].mean().item(), rel=1e-12)
 
 
 def test_repetition_left_padded_equals_right_padded() -> None:
@@ -282,6 +293,8 @@ def test_zprime_and_iac_against_float64(name: str, padding: str) -> None:
         assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
         assert res.metrics[f"{key}_mean"] == pytest.approx(sum(want) / len(want), abs=1e-6)
         assert res.metrics[f"{key}_p90"] == pytest.approx(_quantile(want, 0.9), abs=1e-6)
+    gt1 = [x > 1e-5 for x in ref_log_zprime(rb, used, 0.04)]  # the fp32 tolerance of Z' > 1
+    assert res.metrics["zprime_gt1_frac"] == sum(gt1) / len(gt1)
     assert res.metrics["zprime_exact_support"] == 1.0
     assert res.metrics["zprime_pi_is_reference"] == 0.0
     assert res.record["non_finite"] == []
