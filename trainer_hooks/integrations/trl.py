@@ -295,8 +295,9 @@ class IACGRPOTrainer(GRPOTrainer):  # type: ignore[misc,unused-ignore]
     """``trl.GRPOTrainer`` with IAC-calibrated advantages and sharpwatch streaming.
 
     After TRL scores a generation round and computes its group-normalised advantages, every
-    group's positive advantages are multiplied by (G − S⁺)^α (science.md §3), S⁺ counted on the
-    weighted reward (>= the session's ``success_threshold``, default 0.5), α the run's current one
+    group's positive advantages are multiplied by (G − |S⁺|)^α (science.md §3), S⁺ the responses
+    with a positive advantage (Algorithm 1; the session's ``iac_s_plus="threshold"`` counts
+    weighted rewards >= ``success_threshold`` instead), α the run's current one
     (an ``adjust_alpha`` command applies from the next round; the service records the step).
     The step record (with group statistics, Z'(q) from raw and calibrated advantages) is sent
     once TRL has logged the step's entropy, KL and loss. With the session's ``iac=False`` the
@@ -343,6 +344,31 @@ class IACGRPOTrainer(GRPOTrainer):  # type: ignore[misc,unused-ignore]
             self._sw_keys = None
         return rewards_per_func
 
+    def _sw_sequences(self, output: dict[str, Any], g: int) -> dict[str, Any]:
+        """Completion tokens, mask and sequence log-probs for Z'(q) (science.md §7), on one
+        process: distinct completions by token sequence; π_old from TRL's old (or vLLM
+        sampling) per-token log-probs and π_ref's when KL is on, summed over the completion."""
+        ids = output.get("completion_ids")
+        mask = output.get("completion_mask")
+        if self.accelerator.num_processes != 1 or ids is None or mask is None:
+            return {}
+        m = mask.bool()
+        out: dict[str, Any] = {
+            "token_ids": ids.view(-1, g, ids.shape[-1]),
+            "mask": m.view(ids.shape[0] // g, g, -1),
+        }
+        old = output.get("old_per_token_logps")
+        if old is None:
+            old = output.get("sampling_per_token_logps")
+        for name, lp in (
+            ("old_logprobs", old),
+            ("ref_logprobs", output.get("ref_per_token_logps")),
+        ):
+            if lp is not None:
+                seq = torch.where(m, lp.detach().float(), torch.zeros((), device=lp.device))
+                out[name] = seq.sum(dim=-1).view(-1, g)
+        return out
+
     def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
         output: dict[str, Any] = super()._generate_and_score_completions(inputs)
         if not getattr(self.model, "training", False) or self._sw_rewards is None:
@@ -364,6 +390,7 @@ class IACGRPOTrainer(GRPOTrainer):  # type: ignore[misc,unused-ignore]
                 answer_keys=keys,
                 response_lengths=lengths.view(-1, g),
                 step=self.state.global_step,
+                **self._sw_sequences(output, g),
             )
         )
         self.sharpwatch_callback.last_result = result

@@ -237,6 +237,8 @@ def test_iac_trainer_calibrates_obeys_alpha_and_early_stop(
     metrics = httpx.get(f"{sqlite_server.url}/api/v1/runs/{run_id}/steps/3").json()["metrics"]
     for name in ("entropy", "frac_reward_zero_std", "loss", "success_rate"):
         assert metrics[name] is not None, name
+    # the completions' tokens travel (repetition rate, distinct sequences for Z'(q))
+    assert metrics["repetition_rate"] is not None
     # Z'(q) where a group's answer keys repeat (without repeats or log-probs it is absent,
     # never a constant: science.md §7)
     assert any(s["metrics"].get("log_zprime_raw_mean") is not None for s in steps)
