@@ -25,6 +25,7 @@ from service.broker import CommandBroker, InProcessBroker, RedisBroker
 from service.db.engine import make_engine, make_session_factory
 from service.deps import reject_unknown_query
 from service.errors import SharpwatchError
+from service.log_throttle import OutageLog
 from service.middleware import BodySizeLimit, RequestTiming
 from service.observability import ServiceMetrics
 from service.routes import alerts, commands, health, metrics, projects, runs, steps
@@ -155,10 +156,13 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
+    database_outage = OutageLog(log, "database unavailable; answering 503 until it is back")
+
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeoutError)
     async def _database_down(_request: Request, exc: Exception) -> Response:
-        log.warning("database unavailable", extra={"error": type(exc).__name__})
+        orig = getattr(exc, "orig", None)
+        database_outage.failure(orig if isinstance(orig, BaseException) else exc)
         return JSONResponse(
             {"detail": "database unavailable; nothing was stored, retry later", "field": None},
             status_code=503,
