@@ -328,8 +328,16 @@ class DLCBatchCore:
             if seen > len(prompt) + len(output):  # the request restarted
                 self.runner.forget(key)
                 seen = 0
+            new = _tail(prompt, output, seen)
+            if any(t < 0 for t in new):
+                raise ConfigurationError(
+                    "sharpwatch DLC saw a placeholder (-1) where a sampled token should be: "
+                    "vLLM's async scheduling fills output tokens in only for processors named "
+                    "in logits_processors. Pass logits_processors=['trainer_hooks.integrations."
+                    "vllm:DLCLogitsProcessor'] (not only the entry point) or async_scheduling=False"
+                )
             keys.append(key)
-            news.append(_tail(prompt, output, seen))
+            news.append(new)
         return self.runner.step(keys, news)
 
 

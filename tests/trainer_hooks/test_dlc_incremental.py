@@ -247,3 +247,13 @@ def test_memory_checkpoint_reloads_when_the_trainer_saves(tmp_path: Path) -> Non
     with torch.no_grad():
         torch.testing.assert_close(after, model(ids).logits[0, -1])
     assert not torch.allclose(before, after)
+
+
+def test_v1_batch_core_refuses_async_placeholders() -> None:
+    core = DLCBatchCore(tiny_llama(), mu=MU)
+    output = [7]
+    core.update(SimpleNamespace(removed=[], added=[(0, _params(), [1, 2], output)], moved=[]))
+    core.apply(torch.zeros(1, V, dtype=torch.float64))
+    output.append(-1)  # vLLM's async scheduling: the sampled token is not on the host yet
+    with pytest.raises(ConfigurationError, match="async_scheduling"):
+        core.apply(torch.zeros(1, V, dtype=torch.float64))
