@@ -139,14 +139,15 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    if args.engine:  # a child: one engine, its numbers on stdout's last line
-        print(json.dumps(engine(args.dir, args.engine == "incremental", args)))
+    if args.engine:  # a child: one engine, its numbers on a RESULT line
+        print("RESULT " + json.dumps(engine(args.dir, args.engine == "incremental", args)))
         return
     with tempfile.TemporaryDirectory(prefix="bench-vllm-dlc-") as tmp:
         directory = Path(tmp)
         result: dict[str, Any] = {"config": vars(args) | {"json": None}}
         result |= build(directory)
         result["hf"] = hf(directory, args)
+        print("hf", result["hf"], flush=True)
         for mode in ("incremental", "full_prefix"):
             # a fresh process per engine: vLLM's engine processes end with it
             child = subprocess.run(
@@ -156,7 +157,9 @@ def main() -> None:
                 capture_output=True,
                 text=True,
             )
-            result[f"vllm_{mode}"] = json.loads(child.stdout.strip().splitlines()[-1])
+            line = [ln for ln in child.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+            result[f"vllm_{mode}"] = json.loads(line.removeprefix("RESULT "))
+            print(mode, result[f"vllm_{mode}"], flush=True)
     for key in ("vllm_incremental", "vllm_full_prefix"):
         r = result[key]
         r["overhead"] = r["plain_tok_s"] / r["dlc_tok_s"]
