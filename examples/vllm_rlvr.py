@@ -17,9 +17,9 @@ Runs in the vLLM environment (``bash .ci/envs/vllm.sh`` prints its python), CPU-
   ``llm.collective_rpc("reload_weights", kwargs={"weights_path": ...})`` loads it in place in
   the engine's worker; the memory is saved where the processor reloads it from.
 - **The service.** Every step streams (entropy from the trainer's logits, success rate,
-  answer keys, the responses' sequence log-probs as the π_old stand-in for Z'(q), science.md §7,
-  and α, μ); an ``early_stop`` from the service ends the loop at once, an ``adjust_alpha`` takes
-  effect from the next step.
+  answer keys, the responses' tokens and their sequence log-probs from vLLM as ``old_logprobs``
+  for Z'(q), science.md §7, and α, μ); an ``early_stop`` from the service ends the loop at
+  once, an ``adjust_alpha`` takes effect from the next step.
 
 Usage (the curves in docs/vllm_rlvr.md)::
 
@@ -142,7 +142,8 @@ def run_loop(args: argparse.Namespace, url: str | None, scratch: Path) -> dict[s
                     logits=logits.detach().view(b, g, RESPONSE_LEN, -1),
                     mask=torch.ones(b, g, RESPONSE_LEN),
                     answer_keys=keys,
-                    ref_logprobs=seq_logprobs,  # π_old's sequence log-probs (science.md §7)
+                    token_ids=ids[:, 2:].reshape(b, g, RESPONSE_LEN),
+                    old_logprobs=seq_logprobs,  # the sampling policy's, from vLLM (§7)
                     query_ids=[f"w{t}" for t in targets],
                 )
             )
