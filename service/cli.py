@@ -35,6 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
     from service.db.migrate import upgrade
     from service.logging_setup import configure_logging
     from service.preflight import bind_socket, check_database, check_redis
+    from service.serving import GuardedHttpProtocol
 
     settings = _settings(
         {"host": args.host, "port": args.port, "workers": args.workers, "log_level": args.log_level}
@@ -64,6 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=settings.log_level in ("debug", "info"),
         timeout_graceful_shutdown=5,
+        http=GuardedHttpProtocol,  # header-size and slow-client limits (service/serving.py)
     )
     return 0
 

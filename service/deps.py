@@ -89,6 +89,9 @@ _UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 def get_principal(request: Request) -> Principal:
     """The caller: the dev principal when authentication is off; else the bearer token's owner,
     or 401."""
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:  # authenticated before the body was read (service.body_guard)
+        return known
     settings: Settings = request.app.state.settings
     if not settings.auth:
         return DEV_PRINCIPAL

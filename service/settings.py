@@ -68,6 +68,22 @@ class Settings(BaseSettings):
         "API). `*.example.org` allows subdomains, `*` allows any host. Deployments add the "
         "names clients use, e.g. `sharpwatch.example.org,sharpwatch`.",
     )
+    header_limit_bytes: int = Field(
+        64 * 1024,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="Largest request head (request line and headers) `sharpwatch serve` "
+        "accepts, bytes; a larger one closes the connection.",
+    )
+    client_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="Seconds `sharpwatch serve` gives a client to complete its request head, "
+        "and the longest pause allowed inside a request body (which must also average 1 KiB/s "
+        "after this long); a slower client is disconnected.",
+    )
+
     auth: bool = Field(
         False,
         description="Require bearer tokens (`sharpwatch tokens create`). May be off only in the "

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import uvicorn
@@ -74,7 +75,7 @@ def scratch_postgres_database(base_url: str) -> Iterator[str]:
 class ServerThread:
     """A real uvicorn server on an ephemeral loopback port, running in a thread."""
 
-    def __init__(self, app: FastAPI, port: int = 0) -> None:
+    def __init__(self, app: FastAPI, port: int = 0, **options: Any) -> None:
         self.config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -82,6 +83,7 @@ class ServerThread:
             log_config=None,
             lifespan="on",
             timeout_graceful_shutdown=3,
+            **options,
         )
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

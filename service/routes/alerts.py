@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from service.body_guard import GuardedRoute
 from service.deps import FleetReader, RunReader, SessionDep
 from service.detectors import RULE_NAMES, TriageRequest, TriageResponse, triage
 from service.errors import InvalidInputError
@@ -15,7 +16,7 @@ from service.schemas.common import Page, UtcDateTime
 from service.storage import alerts as alert_store
 from service.storage import runs as run_store
 
-router = APIRouter(prefix="/api/v1", tags=["alerts"])
+router = APIRouter(prefix="/api/v1", tags=["alerts"], route_class=GuardedRoute)
 
 Cursor = Annotated[str | None, Query(max_length=18, pattern=r"^\d{1,18}$")]
 Limit = Annotated[int, Query(ge=1, le=1000)]

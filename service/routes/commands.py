@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.body_guard import GuardedRoute
 from service.deps import (
     BrokerDep,
     Operator,
@@ -31,7 +32,7 @@ from service.schemas.common import Page
 from service.storage import commands as command_store
 from service.storage import runs as run_store
 
-router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["commands"])
+router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["commands"], route_class=GuardedRoute)
 CommandId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 

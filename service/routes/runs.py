@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 
+from service.body_guard import GuardedRoute
 from service.deps import (
     BrokerDep,
     FleetReader,
@@ -22,7 +23,7 @@ from service.schemas.runs import RunCreate, RunOut, RunRegistered, RunStatus, Ru
 from service.storage import runs as run_store
 from service.storage import tokens as token_store
 
-router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/api/v1/runs", tags=["runs"], route_class=GuardedRoute)
 RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Run id")]
 
 

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from service.body_guard import GuardedRoute
 from service.deps import BrokerDep, MetricsDep, RunReader, RunWriter, SessionDep
 from service.errors import InvalidInputError
 from service.observability import ServiceMetrics
@@ -31,7 +32,7 @@ from service.storage import steps as step_store
 
 log = logging.getLogger(__name__)
 DETECTION_ATTEMPTS = 2
-router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["steps"])
+router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["steps"], route_class=GuardedRoute)
 _METRIC_LIST: TypeAdapter[list[str]] = TypeAdapter(list[MetricName])
 
 
