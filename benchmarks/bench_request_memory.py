@@ -113,10 +113,13 @@ def realistic_body(megabytes: float) -> bytes:
 
 
 def measure(source: Path, body_mb: float) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as directory, serve(source, Path(directory)) as (
-        url,
-        pid,
-        operator,
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        serve(source, Path(directory)) as (
+            url,
+            pid,
+            operator,
+        ),
     ):
         ops = {"authorization": f"Bearer {operator}"}
         run = httpx.post(

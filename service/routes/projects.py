@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 from fastapi.concurrency import run_in_threadpool
 
+from service.body_guard import GuardedRoute
 from service.deps import FleetReader, Operator, SessionDep
 from service.schemas.retention import RetentionIn, RetentionOut
 from service.storage import retention as retention_store
 
-router = APIRouter(prefix="/api/v1/projects/{project}", tags=["projects"])
+router = APIRouter(prefix="/api/v1/projects/{project}", tags=["projects"], route_class=GuardedRoute)
 Project = Annotated[str, Path(min_length=1, max_length=128, description="Project name.")]
 
 
