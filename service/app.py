@@ -3,11 +3,14 @@ each can be handed in (tests pass their own), like ``registry=`` in prometheus-c
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -27,8 +30,18 @@ from service.deps import reject_unknown_query
 from service.errors import SharpwatchError
 from service.log_throttle import OutageLog
 from service.middleware import BodySizeLimit, RequestTiming
+from service.notifications.worker import DeliveryWorker
 from service.observability import ServiceMetrics
-from service.routes import alerts, commands, health, metrics, projects, runs, steps
+from service.routes import (
+    alerts,
+    commands,
+    health,
+    metrics,
+    notifications,
+    projects,
+    runs,
+    steps,
+)
 from service.routes.ui import mount_ui
 from service.schemas.common import Problem, ValidationProblem
 from service.settings import Settings
@@ -51,6 +64,7 @@ def create_app(
     broker: CommandBroker | None = None,
     registry: CollectorRegistry | None = None,
     session_factory: sessionmaker[Session] | None = None,
+    notify_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     settings = settings if settings is not None else Settings()
     registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
@@ -74,9 +88,21 @@ def create_app(
             app.state.broker = InProcessBroker()
         if own_broker:
             await app.state.broker.start()
+        worker_task: asyncio.Task[None] | None = None
+        if settings.notify_worker:
+            # Its own sessions on the engine: never a request's (a test's joined) connection.
+            app.state.notifier = DeliveryWorker(
+                make_session_factory(app.state.engine), settings, transport=notify_transport
+            )
+            worker_task = asyncio.create_task(app.state.notifier.run_forever())
         try:
             yield
         finally:
+            if worker_task is not None:
+                worker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
+                await app.state.notifier.close()
             if own_broker:
                 await app.state.broker.close()
             if own_engine:
@@ -102,7 +128,14 @@ def create_app(
     # itself refuses query parameters it does not declare.
     app.include_router(health.router)
     app.include_router(metrics.router)
-    for router in (runs.router, steps.router, alerts.router, commands.router, projects.router):
+    for router in (
+        runs.router,
+        steps.router,
+        alerts.router,
+        commands.router,
+        projects.router,
+        notifications.router,
+    ):
         app.include_router(router, dependencies=[Depends(reject_unknown_query)])
     mount_ui(app)
     return app

@@ -61,6 +61,33 @@ class Settings(BaseSettings):
         "Prometheus records its final state; then its series leave the exposition.",
     )
 
+    public_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="The address people reach the service at; notifications link to "
+        "`<public_url>/#/runs/<id>`, the run's live page.",
+    )
+    notify_worker: bool = Field(
+        True, description="Run the notification delivery worker in this process."
+    )
+    notify_poll_interval: float = Field(
+        1.0, gt=0, le=60, description="Seconds between the worker's looks at the outbox."
+    )
+    notify_timeout: float = Field(
+        5.0, gt=0, le=60, description="Seconds one notification request may take."
+    )
+    notify_max_attempts: int = Field(
+        8, ge=1, le=100, description="Tries before a notification is dead-lettered."
+    )
+    notify_backoff_base: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="Seconds before the first retry; each further retry waits twice as long.",
+    )
+    notify_backoff_max: float = Field(
+        600.0, gt=0, le=86400, description="Longest wait between two tries, seconds."
+    )
+
     trusted_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         LOOPBACK_HOSTS,
         description="Host names (and addresses) the service answers to, comma-separated; a "

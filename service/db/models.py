@@ -275,3 +275,73 @@ class ProjectRetention(Base):
     full_steps: Mapped[int] = mapped_column(Integer)
     keep_every: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class NotificationChannel(Base):
+    """Where notifications go (issue 20): a signed JSON webhook, a Slack or a Discord webhook.
+    ``url`` and ``signing_secret`` are secrets: the API shows only ``url_hint``."""
+
+    __tablename__ = "notification_channels"
+    __table_args__ = (
+        CheckConstraint("kind IN ('webhook', 'slack', 'discord')", name="kind_known"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(String(2048))
+    url_hint: Mapped[str] = mapped_column(String(128))
+    signing_secret: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class NotificationSubscription(Base):
+    """Which events of which runs a channel hears: a project, a run, or (both null) every run;
+    an empty list of severities, rules or events means all of them."""
+
+    __tablename__ = "notification_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_channels.id", ondelete="CASCADE"), index=True
+    )
+    project: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), nullable=True
+    )
+    severities: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    rules: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    events: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OutboxRow(Base):
+    """One notification to one channel, written in the transaction of its event and delivered
+    by service.notifications.worker: ``pending → sent | dead``. A worker claims a row by
+    setting ``locked_until`` (a lease) and ``claim``; an expired lease frees the row again."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'sent', 'dead')", name="status_known"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_channels.id", ondelete="CASCADE")
+    )
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    event: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    claim: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+Index("ix_outbox_status_next_attempt_at", OutboxRow.status, OutboxRow.next_attempt_at)

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
 from service.db.models import AlphaDecisionRow, Command, Run
 from service.errors import ConflictError, InvalidInputError, NotFoundError
+from service.notifications.events import EventKind, command_event
 from service.schemas.commands import CommandAck, CommandCreate
 from service.storage._pagination import keyset_page
 from service.storage._transactions import begin_write
+from service.storage.outbox import enqueue
 
 OUTSTANDING = ("pending", "delivered")
 CREATE_ATTEMPTS = 3
@@ -34,6 +37,39 @@ def _lock_run(session: Session, run_id: int) -> Run:
     if run is None:
         raise NotFoundError(f"run {run_id} does not exist", field="run_id")
     return run
+
+
+def _notify(session: Session, kind: EventKind, command: Command) -> None:
+    """The command's event, into the outbox of the transaction that moves it (issue 20)."""
+    enqueue(
+        session,
+        command_event(
+            kind,
+            command.run_id,
+            command_id=command.id,
+            command_kind=command.kind,
+            source=command.source,
+            reason=command.reason,
+            rules=list(command.rules or []),
+            step=command.applied_step if command.applied_step is not None else command.issued_step,
+            alpha=command.alpha,
+            best_step=command.best_step,
+            detail=command.ack_detail,
+        ),
+    )
+
+
+def _expire(session: Session, condition: Any, detail: str) -> None:
+    """Expire the outstanding commands matching ``condition``, each with its event."""
+    expired = session.scalars(
+        update(Command)
+        .where(condition)
+        .values(status="expired", ack_detail=detail)
+        .returning(Command)
+        .execution_options(populate_existing=True)
+    ).all()
+    for command in expired:
+        _notify(session, "command_expired", command)
 
 
 def outstanding_stop(session: Session, run_id: int) -> Command | None:
@@ -62,14 +98,14 @@ def add_command(
     """Add (not commit) a command. A new adjust_alpha supersedes outstanding ones (expired)."""
     now = utcnow()
     if kind == "adjust_alpha":
-        session.execute(
-            update(Command)
-            .where(
+        _expire(
+            session,
+            and_(
                 Command.run_id == run_id,
                 Command.kind == "adjust_alpha",
                 Command.status.in_(OUTSTANDING),
-            )
-            .values(status="expired", ack_detail="superseded by a newer adjust_alpha")
+            ),
+            "superseded by a newer adjust_alpha",
         )
     command = Command(
         run_id=run_id,
@@ -86,6 +122,8 @@ def add_command(
     )
     session.add(command)
     session.flush()
+    if source == "detector":
+        _notify(session, "stop_issued" if kind == "early_stop" else "alpha_changed", command)
     return command
 
 
@@ -147,15 +185,15 @@ def deliver(session: Session, run_id: int) -> list[Command]:
     receiving and applying a command gets it after it resumes (it deduplicates by id). Both
     transitions are conditional updates: an ack that lands meanwhile is never overwritten."""
     now = utcnow()
-    session.execute(
-        update(Command)
-        .where(
+    _expire(
+        session,
+        and_(
             Command.run_id == run_id,
             Command.status == "pending",
             Command.expires_at.is_not(None),
             Command.expires_at < now,
-        )
-        .values(status="expired", ack_detail="expired before delivery")
+        ),
+        "expired before delivery",
     )
     session.execute(
         update(Command)
@@ -238,6 +276,7 @@ def acknowledge(session: Session, run_id: int, command_id: int, ack: CommandAck)
         run.stop_reason = command.reason
     if ack.status == "applied" and command.kind == "adjust_alpha":
         run.alpha = command.alpha
+    _notify(session, "command_applied" if ack.status == "applied" else "command_rejected", command)
     session.commit()
     return command
 

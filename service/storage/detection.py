@@ -28,7 +28,9 @@ from service.detectors import (
 )
 from service.errors import NotFoundError
 from service.metric_names import STEP_METRIC_NAMES
+from service.notifications.events import alert_event
 from service.storage import commands as command_store
+from service.storage import outbox
 from service.storage._transactions import begin_write
 
 DEFAULT_ALPHA = 1.0
@@ -138,7 +140,7 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
             alpha_pinned=run.alpha_pinned,
         )
         state = outcome.state
-        _apply_alert_actions(session, run_id, outcome, open_rows)
+        _apply_alert_actions(session, run, outcome, open_rows)
         if outcome.transitions.stop and not stopping:
             created += _request_stop(session, run, outcome)
             stopping = True
@@ -163,9 +165,29 @@ def _policy_for(policy: RunPolicy, newest: StepRecord) -> RunPolicy:
     return policy
 
 
+def _notify_alert(session: Session, run: Run, alert: Alert, *, opened: bool, step: int) -> None:
+    """The alert's event, into the outbox of this same transaction (issue 20)."""
+    outbox.enqueue(
+        session,
+        alert_event(
+            "alert_opened" if opened else "alert_resolved",
+            run.id,
+            rule=alert.rule,
+            severity=alert.severity,
+            step=step,
+            observed=dict(alert.observed),
+            thresholds=dict(alert.thresholds),
+            message=alert.message,
+            action=alert.action,
+            best_step=alert.rollback_step if alert.rollback_step is not None else run.best_step,
+        ),
+    )
+
+
 def _apply_alert_actions(
-    session: Session, run_id: int, outcome: StepOutcome, open_rows: dict[str, Alert]
+    session: Session, run: Run, outcome: StepOutcome, open_rows: dict[str, Alert]
 ) -> None:
+    run_id = run.id
     now = utcnow()
     for action in outcome.transitions.actions:
         if action.kind is ActionKind.RESOLVE:
@@ -176,11 +198,13 @@ def _apply_alert_actions(
                 alert.resolved_at = now
                 alert.updated_at = now
                 session.flush()  # free the one-open-per-rule slot before a reopen
+                _notify_alert(session, run, alert, opened=False, step=action.step)
             continue
         firing = action.firing
         assert firing is not None
         alert = open_rows.get(action.rule)
-        if action.kind is ActionKind.OPEN or alert is None:
+        opened = action.kind is ActionKind.OPEN or alert is None
+        if opened or alert is None:
             alert = Alert(
                 run_id=run_id,
                 rule=action.rule,
@@ -198,6 +222,8 @@ def _apply_alert_actions(
         alert.action = firing.action[:1024]
         alert.rollback_step = firing.rollback_step
         alert.updated_at = now
+        if opened:
+            _notify_alert(session, run, alert, opened=True, step=action.step)
 
 
 def _request_stop(session: Session, run: Run, outcome: StepOutcome) -> int:

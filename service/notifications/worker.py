@@ -1,0 +1,123 @@
+"""The delivery worker: an asyncio task in the app's lifespan that drains the outbox.
+
+Each pass claims due rows (service.storage.outbox.claim_due, in a thread: the event loop never
+waits on the database), sends them concurrently with one ``httpx.AsyncClient`` under a short
+timeout, and settles each: sent on a 2xx, else retried with exponential backoff and dead-lettered
+after ``notify_max_attempts`` tries. Everything it knows is in the database, so a restart loses
+nothing: a row claimed by a worker that died is due again when its lease expires. It runs beside
+ingest and detection, never inside them, so a hanging receiver costs them nothing.
+
+Secrets stay out of the logs: errors are recorded as the HTTP status or the exception's type,
+never the URL (httpx puts it in its messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.notifications.messages import render, run_link
+from service.settings import Settings
+from service.storage import outbox
+
+log = logging.getLogger(__name__)
+
+BATCH = 20
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        # A lease outlives every request of a batch (they run concurrently, each under the
+        # timeout), so no other worker takes a row while it is being sent.
+        self.lease = 3 * settings.notify_timeout + 10.0
+        self.client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(settings.notify_timeout),
+            follow_redirects=False,
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                sent = await self.run_once()
+            except Exception as exc:  # the worker outlives a database outage
+                log.warning("notification pass failed", extra={"error": type(exc).__name__})
+                sent = 0
+            if sent < BATCH:
+                await asyncio.sleep(self.settings.notify_poll_interval)
+
+    async def run_once(self) -> int:
+        """One pass: claim, send, settle. Returns how many rows it handled."""
+        claimed = await asyncio.to_thread(self._claim)
+        await asyncio.gather(*(self._deliver(row) for row in claimed))
+        return len(claimed)
+
+    def _claim(self) -> list[outbox.Claimed]:
+        with self.session_factory() as session:
+            return outbox.claim_due(session, limit=BATCH, lease=self.lease)
+
+    async def _deliver(self, row: outbox.Claimed) -> None:
+        error = await self._send(row)
+        await asyncio.to_thread(self._settle, row, error)
+
+    async def _send(self, row: outbox.Claimed) -> str | None:
+        run_id = int(row.payload["run"]["id"])
+        request = render(
+            row.channel_kind,
+            row.id,
+            row.payload,
+            link=run_link(self.settings.public_url, run_id),
+            secret=row.signing_secret,
+            timestamp=int(time.time()),
+        )
+        try:
+            response = await self.client.post(
+                row.url, content=request.body, headers=request.headers
+            )
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        if 200 <= response.status_code < 300:
+            return None
+        return f"HTTP {response.status_code}"
+
+    def _settle(self, row: outbox.Claimed, error: str | None) -> None:
+        with self.session_factory() as session:
+            if error is None:
+                outbox.mark_sent(session, row.id, row.claim)
+                log.info("notification sent", extra={"outbox_id": row.id, "event": row.event})
+                return
+            status = outbox.mark_failed(
+                session,
+                row.id,
+                row.claim,
+                attempts=row.attempts,
+                error=error,
+                max_attempts=self.settings.notify_max_attempts,
+                backoff_base=self.settings.notify_backoff_base,
+                backoff_max=self.settings.notify_backoff_max,
+            )
+        log.warning(
+            "notification failed",
+            extra={
+                "outbox_id": row.id,
+                "event": row.event,
+                "error": error,
+                "attempt": row.attempts,
+                "status": status,
+            },
+        )
