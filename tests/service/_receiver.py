@@ -32,7 +32,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 if receiver.hang:
@@ -45,7 +45,9 @@ class Receiver:
                         receiver.failures += 1
                     else:
                         receiver.requests.append(
-                            Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                            Received(
+                                self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                            )
                         )
                 try:
                     self.send_response(500 if failing else 200)

@@ -48,7 +48,8 @@ def _deliveries(client: TestClient, **query: Any) -> list[dict[str, Any]]:
 def test_secrets_are_write_only(client: TestClient) -> None:
     created = _channel(client, signing_secret=SECRET)
     assert created["url_hint"] == "https://hooks.example.org/…"
-    assert created["signed"] is True and created["signing_secret"] is None
+    assert created["signed"] is True
+    assert created["signing_secret"] is None
     generated = _channel(client, "generated")
     assert len(generated["signing_secret"]) >= 32  # shown once, at creation
     slack = _channel(client, "slack", kind="slack")
@@ -60,7 +61,8 @@ def test_secrets_are_write_only(client: TestClient) -> None:
         assert secret not in text
     assert [c["name"] for c in listing.json()["items"]] == ["hook", "generated", "slack"]
     openapi = client.get("/openapi.json").json()["components"]["schemas"]["ChannelOut"]
-    assert "url" not in openapi["properties"] and "signing_secret" not in openapi["properties"]
+    assert "url" not in openapi["properties"]
+    assert "signing_secret" not in openapi["properties"]
 
 
 @pytest.mark.parametrize(
@@ -85,16 +87,21 @@ def test_bad_channels_are_422_naming_the_field(
 
 def test_duplicate_name_is_409_and_subscription_checks(client: TestClient) -> None:
     channel = _channel(client)
-    assert client.post(
-        "/api/v1/notifications/channels", json={"name": "hook", "kind": "slack", "url": HOOK}
-    ).status_code == 409
+    assert (
+        client.post(
+            "/api/v1/notifications/channels", json={"name": "hook", "kind": "slack", "url": HOOK}
+        ).status_code
+        == 409
+    )
     bad_rule = client.post(
         "/api/v1/notifications/subscriptions",
         json={"channel_id": channel["id"], "rules": ["no_such_rule"]},
     )
-    assert bad_rule.status_code == 422 and bad_rule.json()["errors"][0]["field"] == "rules"
+    assert bad_rule.status_code == 422
+    assert bad_rule.json()["errors"][0]["field"] == "rules"
     missing = client.post("/api/v1/notifications/subscriptions", json={"channel_id": 999})
-    assert missing.status_code == 404 and missing.json()["field"] == "channel_id"
+    assert missing.status_code == 404
+    assert missing.json()["field"] == "channel_id"
     bad_event = client.post(
         "/api/v1/notifications/subscriptions",
         json={"channel_id": channel["id"], "events": ["alert_exploded"]},
@@ -136,7 +143,7 @@ def test_events_write_outbox_rows_per_matching_subscription(client: TestClient) 
         f"/api/v1/runs/{run_id}/commands/{stop['id']}/ack", json={"status": "applied", "step": 1}
     )
     assert ack.status_code == 200, ack.text
-    assert [r["event"] for r in _deliveries(client, run_id=run_id)][0] == "command_applied"
+    assert next(r["event"] for r in _deliveries(client, run_id=run_id)) == "command_applied"
     assert _deliveries(client, status="dead") == []
 
 
@@ -203,7 +210,8 @@ def test_messages_say_what_to_do() -> None:
     slack = render("slack", 3, payload, link=link, secret=None, timestamp=1).body.decode()
     discord = render("discord", 3, payload, link=link, secret=None, timestamp=1).body.decode()
     for text in (slack, discord):
-        assert "Best step (roll back to): 380" in text and link in text
+        assert "Best step (roll back to): 380" in text
+        assert link in text
     hook = render("webhook", 3, payload, link=link, secret=SECRET, timestamp=1700000000)
     assert hook.headers["Idempotency-Key"] == "3"
     assert hook.headers["X-Sharpwatch-Signature"] == sign(SECRET, 1700000000, hook.body)
