@@ -4,7 +4,6 @@ each can be handed in (tests pass their own), like ``registry=`` in prometheus-c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -99,10 +98,7 @@ def create_app(
             yield
         finally:
             if worker_task is not None:
-                worker_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker_task
-                await app.state.notifier.close()
+                await app.state.notifier.stop(worker_task)
             if own_broker:
                 await app.state.broker.close()
             if own_engine:

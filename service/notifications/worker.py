@@ -8,12 +8,14 @@ nothing: a row claimed by a worker that died is due again when its lease expires
 ingest and detection, never inside them, so a hanging receiver costs them nothing.
 
 Secrets stay out of the logs: errors are recorded as the HTTP status or the exception's type,
-never the URL (httpx puts it in its messages).
+never the URL (httpx puts it in its messages), and httpx's own request log line shows only the
+scheme and host of a URL (``_HideUrlPaths``): a webhook's path is its secret.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -29,6 +31,24 @@ log = logging.getLogger(__name__)
 BATCH = 20
 
 
+class _HideUrlPaths(logging.Filter):
+    """On the ``httpx`` logger: a request's URL is logged as ``scheme://host/…``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(
+                f"{a.scheme}://{a.host}/…" if isinstance(a, httpx.URL) else a for a in record.args
+            )
+        return True
+
+
+def hide_url_paths() -> None:
+    """Install ``_HideUrlPaths`` on httpx's logger, once."""
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(f, _HideUrlPaths) for f in httpx_log.filters):
+        httpx_log.addFilter(_HideUrlPaths())
+
+
 class DeliveryWorker:
     def __init__(
         self,
@@ -42,24 +62,35 @@ class DeliveryWorker:
         # A lease outlives every request of a batch (they run concurrently, each under the
         # timeout), so no other worker takes a row while it is being sent.
         self.lease = 3 * settings.notify_timeout + 10.0
+        hide_url_paths()
+        self._stopping = asyncio.Event()
         self.client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(settings.notify_timeout),
             follow_redirects=False,
         )
 
-    async def close(self) -> None:
-        await self.client.aclose()
-
     async def run_forever(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
-                sent = await self.run_once()
+                handled = await self.run_once()
             except Exception as exc:  # the worker outlives a database outage
                 log.warning("notification pass failed", extra={"error": type(exc).__name__})
-                sent = 0
-            if sent < BATCH:
-                await asyncio.sleep(self.settings.notify_poll_interval)
+                handled = 0
+            if handled < BATCH:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._stopping.wait(), self.settings.notify_poll_interval
+                    )
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        """Let the pass in progress finish (its requests are bounded by the timeout, and a
+        database call cut off mid-thread would leak its connection), then close."""
+        self._stopping.set()
+        # On a timeout wait_for cancels the pass; an unsettled claim lapses with its lease.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task, self.settings.notify_timeout + 5.0)
+        await self.client.aclose()
 
     async def run_once(self) -> int:
         """One pass: claim, send, settle. Returns how many rows it handled."""
