@@ -308,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     from service.importer import add_import_parser
 
     add_import_parser(commands)
+    from service.notify_cli import add_notify_parser
+
+    add_notify_parser(commands)
     return parser
 
 
