@@ -582,6 +582,8 @@ class RunView {
     this.chartBox = h("div", { class: "charts", id: "charts" });
     this.alertsBody = h("tbody");
     this.commandsBody = h("tbody");
+    this.notifyBody = h("tbody");
+    this.notifyCount = h("span", { class: "muted" });
     this.alertCount = h("span", { class: "muted" });
     this.allAlerts = false;
     this.moreAlerts = h("button", {
@@ -608,17 +610,24 @@ class RunView {
         h("h2", { id: "commands-title" }, "Commands ", this.commandCount),
         h("div", { class: "table-wrap" }, h("table", { id: "commands" },
           h("thead", {}, h("tr", {}, col("Issued"), col("Kind"), col("Source"), col("Status"), col("Reason"), col("Steps", "r"))),
-          this.commandsBody)))));
+          this.commandsBody))),
+      h("section", { class: "panel", "aria-labelledby": "notify-title" },
+        h("h2", { id: "notify-title" }, "Notifications ", this.notifyCount),
+        h("div", { class: "table-wrap" }, h("table", { id: "notifications" },
+          h("thead", {}, h("tr", {}, col("Created"), col("Event"), col("Channel"), col("Status"), col("Last error"), col("Tries", "r"))),
+          this.notifyBody)))));
     setCrumbs([{ text: `Run #${id}` }]);
   }
 
   async refresh() {
     const id = this.id;
-    const [run, summary, alerts, commands] = await Promise.all([
+    const [run, summary, alerts, commands, deliveries] = await Promise.all([
       api(`/runs/${id}`),
       api(`/runs/${id}/collapse`),
       api(`/runs/${id}/alerts?limit=200`),
       api(`/runs/${id}/commands/history?limit=100`),
+      // An ingest token may not read the fleet's deliveries: the panel says so, the page stays.
+      api(`/notifications/deliveries?run_id=${id}&limit=50`).catch(() => null),
     ]);
     if (run.last_step !== null && (this.run === null || run.last_step >= this.nextFrom || run.updated_at !== this.run.updated_at)) {
       await this.loadSteps();
@@ -631,6 +640,7 @@ class RunView {
     this.renderCharts(run, summary);
     this.renderAlerts(alerts.items);
     this.renderCommands(commands.items);
+    this.renderNotifications(deliveries);
     this.renderOverview(run, alerts.items, commands.items);
   }
 
@@ -800,6 +810,29 @@ class RunView {
         h("td", { class: "msg" }, h("div", { text: c.reason }), detail.length ? h("div", { class: "action", text: detail.join(" · ") }) : null),
         h("td", { class: "r num", text: steps || "—" }));
     }));
+  }
+
+  // The outbox for this run (issue 20): dead letters stand out; `retry` is in the API.
+  renderNotifications(deliveries) {
+    if (deliveries === null) {
+      this.notifyCount.textContent = "";
+      this.notifyBody.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "empty", text: "Notifications need a read or operator token." })));
+      return;
+    }
+    const items = deliveries.items;
+    const dead = items.filter((d) => d.status === "dead").length;
+    this.notifyCount.textContent = dead ? `${items.length} · ${dead} dead` : `${items.length}`;
+    if (!items.length) {
+      this.notifyBody.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "empty", text: "No notifications for this run (subscribe a channel: see README, Notifications)." })));
+      return;
+    }
+    this.notifyBody.replaceChildren(...items.map((d) => h("tr", { data: { deliveryId: d.id, status: d.status } },
+      h("td", { title: localTime(d.created_at), text: ago(d.created_at) }),
+      h("td", { class: "rule", text: d.event }),
+      h("td", { class: "num", text: `#${d.channel_id}` }),
+      h("td", {}, badge(d.status === "sent" ? "applied" : d.status === "dead" ? "rejected" : "pending", d.status)),
+      h("td", { class: "msg", text: d.last_error || "—" }),
+      h("td", { class: "r num", text: `${d.attempts}` }))));
   }
 
   async stop() {

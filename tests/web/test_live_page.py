@@ -436,3 +436,38 @@ def test_run_state_is_above_the_fold_with_best_step_and_integer_steps(
         assert ticks, chart
         assert all(float(t).is_integer() for t in ticks.split(",")), (chart, ticks)
     assert _page_errors(browser) == []
+
+
+def test_run_page_shows_dead_notifications(tmp_path: Path, browser: Any) -> None:
+    """A channel whose receiver refuses connections: its notification is dead-lettered after
+    its one try, and the run page lists it as dead (issue 20)."""
+    url = f"sqlite:///{tmp_path / 'notify.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    settings = Settings(
+        database_url=url, notify_max_attempts=1, notify_poll_interval=0.05, notify_timeout=1.0
+    )
+    with ServerThread(create_app(settings, registry=CollectorRegistry())) as server:
+        http = httpx.Client(base_url=server.url, timeout=30)
+        channel = http.post(
+            "/api/v1/notifications/channels",
+            json={"name": "nowhere", "kind": "slack", "url": "http://127.0.0.1:9/hook"},
+        ).json()
+        http.post("/api/v1/notifications/subscriptions", json={"channel_id": channel["id"]})
+        run_id = http.post(
+            "/api/v1/runs",
+            json={"name": "nan", "project": "web", "group_size": GROUP, "kl_beta": 0.04},
+        ).json()["id"]
+        record = {"step": 0, "metrics": {"entropy": 0.5, "loss": None}, "non_finite": ["loss"]}
+        assert http.post(f"/api/v1/runs/{run_id}/steps", json={"steps": [record]}).is_success
+        browser.get(f"{server.url}/#/runs/{run_id}")
+        _wait(
+            browser,
+            lambda d: "2 dead" in (_text(d, "#notify-title") or ""),
+            "two dead notifications",
+        )
+        row = _text(browser, '#notifications tr[data-status="dead"]') or ""
+        assert "ConnectError" in row
+        http.close()
+    assert _page_errors(browser) == []
