@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
+from service.body_guard import GuardedRoute
 from service.db.models import NotificationChannel
 from service.deps import FleetReader, Operator, SessionDep
 from service.schemas.common import Page
@@ -21,7 +22,7 @@ from service.schemas.notifications import (
 )
 from service.storage import notifications as store
 
-router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
+router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"], route_class=GuardedRoute)
 ItemId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Cursor = Annotated[str | None, Query(max_length=18, pattern=r"^\d{1,18}$")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
