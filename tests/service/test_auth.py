@@ -52,6 +52,14 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/projects/{project}/retention"): FLEET_READ,
     ("PUT", "/api/v1/projects/{project}/retention"): OPERATOR,
     ("DELETE", "/api/v1/projects/{project}/retention"): OPERATOR,
+    ("POST", "/api/v1/notifications/channels"): OPERATOR,
+    ("GET", "/api/v1/notifications/channels"): OPERATOR,
+    ("DELETE", "/api/v1/notifications/channels/{channel_id}"): OPERATOR,
+    ("POST", "/api/v1/notifications/subscriptions"): OPERATOR,
+    ("GET", "/api/v1/notifications/subscriptions"): OPERATOR,
+    ("DELETE", "/api/v1/notifications/subscriptions/{subscription_id}"): OPERATOR,
+    ("GET", "/api/v1/notifications/deliveries"): FLEET_READ,
+    ("POST", "/api/v1/notifications/deliveries/{delivery_id}/retry"): OPERATOR,
 }
 CALLERS = ("none", "invalid", "read", "operator", "ingest_own", "ingest_other")
 
@@ -96,6 +104,12 @@ def _bodies(command_id: int) -> dict[tuple[str, str], Any]:
         },
         ("POST", "/api/v1/runs/{run_id}/commands/{command_id}/ack"): {"status": "rejected"},
         ("PUT", "/api/v1/projects/{project}/retention"): {"full_steps": 10, "keep_every": 2},
+        ("POST", "/api/v1/notifications/channels"): {
+            "name": "hook",
+            "kind": "slack",
+            "url": "https://hooks.example.org/x",
+        },
+        ("POST", "/api/v1/notifications/subscriptions"): {"channel_id": 999},
     }
 
 
@@ -140,6 +154,9 @@ def test_authorisation_matrix(
             .replace("{query_id:path}", "q0")
             .replace("{command_id}", str(command["id"]))
             .replace("{project}", "proj")
+            .replace("{channel_id}", "999")
+            .replace("{subscription_id}", "999")
+            .replace("{delivery_id}", "999")
         )
         for caller, token in tokens.items():
             headers = {} if token is None else {"authorization": f"Bearer {token}"}
