@@ -226,8 +226,41 @@ def test_ci_installs_the_system_packages_the_tests_need() -> None:
     assert ".ci/system-packages" in (REPO / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("path", ["docker/postgres/init-grafana-reader.sh", ".ci/system-packages"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "docker/postgres/init-grafana-reader.sh",
+        "docker/alertmanager/render.sh",
+        ".ci/system-packages",
+    ],
+)
 def test_shell_scripts_parse(path: str) -> None:
     shell = "bash" if path.startswith(".ci") else "sh"
     result = subprocess.run([shell, "-n", str(REPO / path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_alertmanager_config_passes_amtool() -> None:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        unavailable("amtool", "Debian package prometheus-alertmanager (.ci/system-packages)")
+    assert amtool is not None
+    config = REPO / "docker" / "alertmanager" / "alertmanager.yml"
+    result = subprocess.run(
+        [amtool, "check-config", str(config)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_prometheus_sends_alerts_to_the_stack_alertmanager() -> None:
+    services = compose()["services"]
+    assert "alertmanager" in services
+    assert "healthcheck" in services["alertmanager"]
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    targets = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert targets == ["alertmanager:9093"]
+    environment = services["alertmanager"]["environment"]
+    for name in ("ALERTMANAGER_WEBHOOK_URL", "ALERTMANAGER_SLACK_WEBHOOK_URL"):
+        assert name in environment
+        assert name in (REPO / "docker" / "env.example").read_text()
