@@ -322,3 +322,14 @@ def outstanding_summary(session: Session, run_id: int) -> tuple[bool, float | No
     stop = any(kind == "early_stop" for kind, _ in rows)
     alphas = [alpha for kind, alpha in rows if kind == "adjust_alpha"]
     return stop, alphas[-1] if alphas else None
+
+
+def last_applied_alpha_step(session: Session, run_id: int) -> int | None:
+    """The step at which the run's newest applied ``adjust_alpha`` took effect, if any."""
+    return session.scalar(
+        select(func.max(Command.applied_step)).where(
+            Command.run_id == run_id,
+            Command.kind == "adjust_alpha",
+            Command.status == "applied",
+        )
+    )

@@ -110,6 +110,9 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
         )
     }
     stop_outstanding, commanded_alpha = command_store.outstanding_summary(session, run_id)
+    # An acknowledged α change is newer than any step before the one it took effect at: a step
+    # record that arrives late (the trainer's sender lags its command poller) must not undo it.
+    alpha_since = command_store.last_applied_alpha_step(session, run_id)
     # A stop once requested stays requested: the verdict says so even when the trainer's ack
     # of the stop committed between this pass's reads of the run and of its commands.
     stopping = run.status == "stopped" or run.verdict == "stopped" or stop_outstanding
@@ -120,7 +123,7 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
         index = position[step]
         history = records[max(0, index - need + 1) : index + 1]
         reported_alpha = history[-1].value("alpha")
-        if reported_alpha is not None:
+        if reported_alpha is not None and (alpha_since is None or step >= alpha_since):
             run.alpha = reported_alpha
         working_alpha = commanded_alpha
         if working_alpha is None:

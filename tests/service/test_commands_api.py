@@ -184,3 +184,31 @@ def test_long_poll_wakes_across_workers_through_redis(
         out = _wake_test(a.url, b.url)
     assert [c["alpha"] for c in out["commands"]] == [1.5]
     assert out["elapsed"] < 10
+
+
+def test_a_late_step_record_does_not_undo_an_acknowledged_alpha(client: TestClient) -> None:
+    """The trainer acks an adjust_alpha applied at step 3 before its sender has delivered steps
+    0..2 (the write-ahead log sends them a moment later): those older records, reporting the old
+    α, must not put α back."""
+    from tests.service._helpers import run_body, step_record
+
+    run_id = client.post("/api/v1/runs", json=run_body("late-steps")).json()["id"]
+    command = client.post(
+        f"/api/v1/runs/{run_id}/commands",
+        json={"kind": "adjust_alpha", "alpha": 1.75, "reason": "operator"},
+    ).json()
+    assert [c["id"] for c in client.get(f"/api/v1/runs/{run_id}/commands").json()] == [
+        command["id"]
+    ]
+    ack = client.post(
+        f"/api/v1/runs/{run_id}/commands/{command['id']}/ack",
+        json={"status": "applied", "step": 3},
+    )
+    assert ack.status_code == 200, ack.text
+    assert client.get(f"/api/v1/runs/{run_id}").json()["alpha"] == 1.75
+    late = [step_record(s, alpha=1.0) for s in range(3)]
+    assert client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": late}).status_code == 200
+    assert client.get(f"/api/v1/runs/{run_id}").json()["alpha"] == 1.75
+    newer = [step_record(s, alpha=1.75) for s in (3, 4)]
+    assert client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": newer}).status_code == 200
+    assert client.get(f"/api/v1/runs/{run_id}").json()["alpha"] == 1.75
