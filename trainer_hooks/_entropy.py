@@ -140,21 +140,29 @@ _CPU_BLOCK_ELEMENTS = 1_048_576  # ~4 MB of fp32 per block: fits the cache, few 
 
 
 def _masked_row_sums(h: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ_t m, Σ_{t: m} h) per row of ``[N, T]`` tensors (``m`` bool): masked entries are
-    selected out with ``where``, never multiplied (NaN·0 is NaN).
+    """(Σ_t m, Σ_{t: m} h) per row of ``[N, T]`` tensors (``m`` bool, or 0/1 of ``h``'s dtype):
+    masked entries are selected out, never multiplied into the result (NaN·0 is NaN).
 
-    On a CPU rows go in cache-sized blocks: each block's selection and both sums are computed
-    while it is in cache, without an ``[N, T]`` temporary (see docs/benchmarks.md)."""
+    On a GPU one fused ``where`` + ``sum``. On a CPU ``where`` (and even ``mask != 0``) costs
+    several times a product, so rows go in cache-sized blocks summed as ``h·m`` (exact wherever
+    the masked entries are finite: x·0 = 0), and only the rows whose product sum came out
+    non-finite (garbage such as ±inf or NaN under the mask, or a real NaN at a response token)
+    are summed again with ``where``: the result is the selection's (see docs/benchmarks.md)."""
     zero = torch.zeros((), dtype=h.dtype, device=h.device)
     if h.device.type != "cpu":
-        return m.sum(dim=-1).to(h.dtype), torch.where(m, h, zero).sum(dim=-1)
+        mb = m if m.dtype == torch.bool else m != 0
+        return mb.sum(dim=-1).to(h.dtype), torch.where(mb, h, zero).sum(dim=-1)
     rows = max(1, _CPU_BLOCK_ELEMENTS // max(1, h.shape[-1]))
     tok = torch.empty(h.shape[0], dtype=h.dtype)
     ent = torch.empty(h.shape[0], dtype=h.dtype)
     for start in range(0, h.shape[0], rows):
         block_m = m[start : start + rows]
         tok[start : start + rows] = block_m.sum(dim=-1)
-        ent[start : start + rows] = torch.where(block_m, h[start : start + rows], zero).sum(dim=-1)
+        ent[start : start + rows] = torch.mul(h[start : start + rows], block_m).sum(dim=-1)
+    idx = torch.nonzero(~torch.isfinite(ent)).reshape(-1)  # usually empty: then a no-op
+    mb = m.index_select(0, idx)
+    mb = mb if mb.dtype == torch.bool else mb != 0
+    ent.index_copy_(0, idx, torch.where(mb, h.index_select(0, idx), zero).sum(dim=-1))
     return tok, ent
 
 
@@ -180,9 +188,9 @@ def entropy_summary(
 ) -> EntropySummary:
     """Summarise per-token entropy ``[B, G, T]`` or ``[N, T]`` under the response ``mask``.
 
-    ``mask`` (any dtype; nonzero = response token) selects positions; ``empty`` (bool, same
-    shape, from :func:`token_entropy_rows`) marks all ``-inf`` rows, which are left out and
-    counted in ``empty_tokens`` (science.md §7).
+    ``mask`` (bool, or 0/1 of any dtype: nonzero = response token) selects positions;
+    ``empty`` (bool, same shape, from :func:`token_entropy_rows`) marks all ``-inf`` rows, which
+    are left out and counted in ``empty_tokens`` (science.md §7).
     """
     h = _as_rows(entropy, layout, "token entropy").detach().to(torch.float32)
     if mask is None:
@@ -195,11 +203,13 @@ def entropy_summary(
         if mask.device != h.device:
             raise ShapeError(f"mask is on {mask.device}; entropy is on {h.device}")
         m = mask.reshape(h.shape)
-        m = m if m.dtype == torch.bool else m != 0
+        if m.dtype != torch.bool:  # a 0/1 response mask, read as h's dtype (no bool pass on CPU)
+            m = m.to(h.dtype)
     if empty is not None:
         e = empty.reshape(h.shape).to(h.device)
-        empty_tokens = (m & e).sum().to(torch.float32)
-        m = m & ~e
+        mb = m if m.dtype == torch.bool else m != 0
+        empty_tokens = (mb & e).sum().to(torch.float32)
+        m = mb & ~e
     else:
         empty_tokens = torch.zeros((), dtype=torch.float32, device=h.device)
     tok, ent_sum = _masked_row_sums(h, m)
