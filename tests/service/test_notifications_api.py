@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
+from service.db.models import Alert, Command, OutboxRow
 from service.notifications.messages import render, sign, summary_lines
 from service.storage import commands as command_store
 from tests.service._helpers import run_body
+from tests.service.detectors import _traces
 
 HOOK = "https://hooks.example.org/services/T000/B000/very-secret-token"
 SECRET = "a-signing-secret-of-32-characters"
@@ -215,3 +221,62 @@ def test_messages_say_what_to_do() -> None:
     hook = render("webhook", 3, payload, link=link, secret=SECRET, timestamp=1700000000)
     assert hook.headers["Idempotency-Key"] == "3"
     assert hook.headers["X-Sharpwatch-Signature"] == sign(SECRET, 1700000000, hook.body)
+
+
+def _post_trace(client: TestClient, run_id: int, trace: list[dict[str, Any]]) -> None:
+    for start in range(0, len(trace), 9):
+        chunk = [
+            {"step": r["step"], "metrics": r["metrics"], "non_finite": r.get("non_finite", [])}
+            for r in trace[start : start + 9]
+        ]
+        assert client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": chunk}).is_success
+
+
+@pytest.mark.parametrize("name", ["entropy_collapse", "rise_then_fall", "starvation"])
+def test_every_alert_and_command_transition_has_its_event(
+    client: TestClient, session_factory: sessionmaker[Session], name: str
+) -> None:
+    """Over a whole trace, the outbox holds exactly one event per alert opened and resolved,
+    per automatic stop and α change, and per command expired: none missed, none doubled."""
+    channel = _channel(client)
+    _subscribe(client, channel["id"])
+    run_id = int(client.post("/api/v1/runs", json=run_body(name)).json()["id"])
+    _post_trace(client, run_id, getattr(_traces, name)())
+    with session_factory() as session:
+        rows = list(session.scalars(select(OutboxRow).where(OutboxRow.run_id == run_id)))
+        alerts = list(session.scalars(select(Alert).where(Alert.run_id == run_id)))
+        commands = list(session.scalars(select(Command).where(Command.run_id == run_id)))
+    assert rows, "the trace raised nothing"
+    by_event = Counter((r.event, r.payload.get("rule")) for r in rows)
+    assert Counter(rule for (event, rule) in by_event.elements() if event == "alert_opened") == (
+        Counter(a.rule for a in alerts)
+    )
+    assert Counter(rule for (event, rule) in by_event.elements() if event == "alert_resolved") == (
+        Counter(a.rule for a in alerts if a.status == "resolved")
+    )
+    events = Counter(r.event for r in rows)
+    detector = [c for c in commands if c.source == "detector"]
+    assert events["stop_issued"] == sum(c.kind == "early_stop" for c in detector)
+    assert events["alpha_changed"] == sum(c.kind == "adjust_alpha" for c in detector)
+    assert events["command_expired"] == sum(c.status == "expired" for c in commands)
+    for row in rows:
+        assert row.payload["run"] == {"id": run_id, "project": "proj", "name": name}
+        if row.event.startswith("alert_"):
+            assert row.payload["thresholds"]
+            assert row.payload["action"]
+    opened = next(r for r in rows if r.event == "alert_opened")
+    assert opened.payload["step"] is not None
+
+
+def test_a_command_expiring_before_delivery_has_its_event(client: TestClient) -> None:
+    channel = _channel(client)
+    _subscribe(client, channel["id"], events=["command_expired"])
+    run_id = int(client.post("/api/v1/runs", json=run_body("slow")).json()["id"])
+    issued = client.post(
+        f"/api/v1/runs/{run_id}/commands",
+        json={"kind": "early_stop", "reason": "late", "expires_in": 0.01},
+    )
+    assert issued.status_code == 201
+    time.sleep(0.05)
+    assert client.get(f"/api/v1/runs/{run_id}/commands").json() == []  # the trainer's poll
+    assert [r["event"] for r in _deliveries(client)] == ["command_expired"]
