@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_peers import free_port, stop, wait_http  # noqa: E402
-from tests.reliability.test_request_memory import _flood, tiny_objects  # noqa: E402
+from tests.reliability.test_request_memory import (  # noqa: E402
+    _flood,
+    realistic_body,
+    tiny_objects,
+)
 
 
 def _status(pid: int, name: str) -> int:
@@ -78,38 +81,6 @@ def serve(source: Path, directory: Path) -> Iterator[tuple[str, int, str]]:
         yield url, proc.pid, token
     finally:
         stop(proc)
-
-
-def realistic_body(megabytes: float) -> bytes:
-    rng = random.Random(0)
-    steps = []
-    size = 0
-    step = 0
-    while size < megabytes * 1e6:
-        queries = [
-            {
-                "query_id": f"gsm8k/train/{i:06d}",
-                "group_size": 8,
-                "successes": rng.randint(0, 8),
-                "entropy": rng.random(),
-                "log_zprime": rng.random() - 0.5,
-                "log_zprime_raw": rng.random() - 0.5,
-                "n_modes": rng.randint(1, 8),
-                "reward_accuracy": rng.random(),
-                "response_length": rng.random() * 500,
-            }
-            for i in range(2000)
-        ]
-        record = {
-            "step": step,
-            "time": "2026-12-02T10:00:00Z",
-            "metrics": {"entropy": rng.random(), "success_rate": rng.random(), "alpha": 1.0},
-            "queries": queries,
-        }
-        size += len(json.dumps(record)) + 2
-        steps.append(record)
-        step += 1
-    return json.dumps({"steps": steps}).encode()
 
 
 def measure(source: Path, body_mb: float) -> dict[str, float]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, insert, or_, select, update
@@ -109,56 +110,63 @@ _QUERY_INSERT_COLUMNS = ("run_id", "step", "query_id", "group_size", "successes"
 _COPY_QUERY_ROWS = f"COPY {_QUERY_TABLE.name} ({', '.join(_QUERY_INSERT_COLUMNS)}) FROM STDIN"
 
 
-def _query_tuples(run_id: int, fresh: Sequence[StepIn]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            run_id,
-            record.step,
-            q.query_id,
-            q.group_size,
-            q.successes,
-            q.entropy,
-            q.log_zprime,
-            q.log_zprime_raw,
-            q.n_modes,
-            q.reward_accuracy,
-            q.response_length,
-        )
-        for record in fresh
-        for q in record.queries
-    ]
+_INSERT_CHUNK = 4096  # rows materialised at a time (a 32 MB batch holds ~150k of them)
+
+
+def _query_tuples(run_id: int, fresh: Sequence[StepIn]) -> Iterator[tuple[Any, ...]]:
+    for record in fresh:
+        for q in record.queries:
+            yield (
+                run_id,
+                record.step,
+                q.query_id,
+                q.group_size,
+                q.successes,
+                q.entropy,
+                q.log_zprime,
+                q.log_zprime_raw,
+                q.n_modes,
+                q.reward_accuracy,
+                q.response_length,
+            )
 
 
 def _insert_query_rows(session: Session, run_id: int, fresh: Sequence[StepIn]) -> int:
-    """Store the per-query rows of ``fresh``; returns how many."""
-    rows = _query_tuples(run_id, fresh)
-    if not rows:
+    """Store the per-query rows of ``fresh``; returns how many. Rows are built a chunk at a
+    time, so a maximum-size batch never holds all its row parameters at once."""
+    if not any(record.queries for record in fresh):
         return 0
+    rows = _query_tuples(run_id, fresh)
     connection = session.connection()
     if connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":
-        _copy_rows(connection, rows)
-    else:
+        return _copy_rows(connection, rows)
+    stored = 0
+    while chunk := list(islice(rows, _INSERT_CHUNK)):
         connection.execute(
             insert(_QUERY_TABLE),
-            [dict(zip(_QUERY_INSERT_COLUMNS, row, strict=True)) for row in rows],
+            [dict(zip(_QUERY_INSERT_COLUMNS, row, strict=True)) for row in chunk],
         )
-    return len(rows)
+        stored += len(chunk)
+    return stored
 
 
-def _copy_rows(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+def _copy_rows(connection: Connection, rows: Iterable[tuple[Any, ...]]) -> int:
     """COPY the rows into ``query_stats`` (psycopg 3), inside the session's transaction. Driver
     errors come out as SQLAlchemy's (IntegrityError, OperationalError, ...) like any statement."""
     import psycopg
 
     driver_connection: Any = connection.connection.driver_connection
+    stored = 0
     try:
         with driver_connection.cursor() as cursor, cursor.copy(_COPY_QUERY_ROWS) as copy:
             for row in rows:
                 copy.write_row(row)
+                stored += 1
     except psycopg.Error as exc:
         raise DBAPIError.instance(
             _COPY_QUERY_ROWS, None, exc, psycopg.Error, dialect=connection.dialect
         ) from exc
+    return stored
 
 
 def _step_row(run_id: int, record: StepIn, content_hash: str, now: Any) -> dict[str, Any]:
