@@ -1,8 +1,9 @@
 """The delivery worker: an asyncio task in the app's lifespan that drains the outbox.
 
 Each pass claims due rows (service.storage.outbox.claim_due, in a thread: the event loop never
-waits on the database), sends them concurrently with one ``httpx.AsyncClient`` under a short
-timeout, and settles each: sent on a 2xx, else retried with exponential backoff and dead-lettered
+waits on the database) and sends each as its own task (at most ``MAX_IN_FLIGHT`` at once, so one
+hanging receiver delays no other) with one ``httpx.AsyncClient`` under a short timeout, then
+settles it: sent on a 2xx, else retried with exponential backoff and dead-lettered
 after ``notify_max_attempts`` tries. Everything it knows is in the database, so a restart loses
 nothing: a row claimed by a worker that died is due again when its lease expires. It runs beside
 ingest and detection, never inside them, so a hanging receiver costs them nothing.
@@ -29,6 +30,7 @@ from service.storage import outbox
 log = logging.getLogger(__name__)
 
 BATCH = 20
+MAX_IN_FLIGHT = 100
 
 
 class _HideUrlPaths(logging.Filter):
@@ -59,11 +61,12 @@ class DeliveryWorker:
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
-        # A lease outlives every request of a batch (they run concurrently, each under the
-        # timeout), so no other worker takes a row while it is being sent.
+        # A lease outlives a delivery (its request is bounded by the timeout, then one short
+        # database write), so no other worker takes a row while it is being sent.
         self.lease = 3 * settings.notify_timeout + 10.0
         hide_url_paths()
         self._stopping = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
         self.client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(settings.notify_timeout),
@@ -73,38 +76,55 @@ class DeliveryWorker:
     async def run_forever(self) -> None:
         while not self._stopping.is_set():
             try:
-                handled = await self.run_once()
+                claimed = await self.run_once()
             except Exception as exc:  # the worker outlives a database outage
                 log.warning("notification pass failed", extra={"error": type(exc).__name__})
-                handled = 0
-            if handled < BATCH:
+                claimed = 0
+            if claimed < BATCH:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         self._stopping.wait(), self.settings.notify_poll_interval
                     )
+        if self._in_flight:  # requests are bounded by the timeout; settling is quick
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def stop(self, task: asyncio.Task[None]) -> None:
-        """Let the pass in progress finish (its requests are bounded by the timeout, and a
-        database call cut off mid-thread would leak its connection), then close."""
+        """Let the deliveries in flight finish (their requests are bounded by the timeout, and
+        a database call cut off mid-thread would leak its connection), then close."""
         self._stopping.set()
-        # On a timeout wait_for cancels the pass; an unsettled claim lapses with its lease.
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(task, self.settings.notify_timeout + 5.0)
+        except TimeoutError:  # an unsettled claim lapses with its lease: sent again later
+            for delivery in list(self._in_flight):
+                delivery.cancel()
         await self.client.aclose()
 
     async def run_once(self) -> int:
-        """One pass: claim, send, settle. Returns how many rows it handled."""
-        claimed = await asyncio.to_thread(self._claim)
-        await asyncio.gather(*(self._deliver(row) for row in claimed))
+        """Claim what there is room for (at most ``MAX_IN_FLIGHT`` deliveries at once) and start
+        delivering it; returns how many rows it claimed. Deliveries run as their own tasks, so a
+        receiver that hangs holds only its own rows, not the next claim."""
+        room = min(BATCH, MAX_IN_FLIGHT - len(self._in_flight))
+        if room <= 0:
+            return 0
+        claimed = await asyncio.to_thread(self._claim, room)
+        for row in claimed:
+            delivery = asyncio.create_task(self._deliver(row))
+            self._in_flight.add(delivery)
+            delivery.add_done_callback(self._in_flight.discard)
         return len(claimed)
 
-    def _claim(self) -> list[outbox.Claimed]:
+    def _claim(self, limit: int) -> list[outbox.Claimed]:
         with self.session_factory() as session:
-            return outbox.claim_due(session, limit=BATCH, lease=self.lease)
+            return outbox.claim_due(session, limit=limit, lease=self.lease)
 
     async def _deliver(self, row: outbox.Claimed) -> None:
         error = await self._send(row)
-        await asyncio.to_thread(self._settle, row, error)
+        try:
+            await asyncio.to_thread(self._settle, row, error)
+        except Exception as exc:  # unsettled: the lease lapses and the row is sent again
+            log.warning(
+                "notification not settled", extra={"outbox_id": row.id, "error": type(exc).__name__}
+            )
 
     async def _send(self, row: outbox.Claimed) -> str | None:
         run_id = int(row.payload["run"]["id"])

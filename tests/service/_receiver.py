@@ -21,6 +21,12 @@ class Received:
         return json.loads(self.body)
 
 
+class _Server(ThreadingHTTPServer):
+    # A listen backlog above http.server's 5: the worker opens up to 20 connections at once.
+    request_queue_size = 64
+    daemon_threads = True
+
+
 class Receiver:
     def __init__(self, *, fail_first: int = 0, hang: float = 0.0, delay: float = 0.0) -> None:
         self.fail_first = fail_first
@@ -59,8 +65,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

@@ -229,3 +229,27 @@ def test_ingest_latency_is_unchanged_while_a_receiver_hangs(database_url: str) -
     # A worker that blocked ingest would add its 5 s timeout; allow the loaded machine noise.
     assert statistics.median(during) < 3 * statistics.median(baseline) + 0.1
     assert max(during) < 2.5
+
+
+def test_a_hanging_receiver_delays_no_other_channel(database_url: str) -> None:
+    with (
+        Receiver(hang=30) as hanging,
+        Receiver() as healthy,
+        serving(database_url, notify_timeout=5.0) as client,
+    ):
+        subscribe_webhook(client, hanging.url, "hanging")
+        subscribe_webhook(client, healthy.url, "healthy")
+        run_id = client.post("/api/v1/runs", json=run_body("nan")).json()["id"]
+        non_finite_step(client, run_id, 0)
+        wait_for(lambda: len(healthy.received()) == 2)  # the hanging pair is in flight now
+        stop = client.get(f"/api/v1/runs/{run_id}/commands").json()[0]
+        start = time.monotonic()
+        client.post(
+            f"/api/v1/runs/{run_id}/commands/{stop['id']}/ack",
+            json={"status": "applied", "step": 0},
+        )
+        wait_for(lambda: len(healthy.received()) == 3)
+        elapsed = time.monotonic() - start
+        assert hanging.received() == []  # still hanging
+    assert elapsed < 3.0  # not behind the hanging requests' 5 s timeout
+    assert healthy.received()[-1].json()["event"] == "command_applied"
