@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -128,6 +129,17 @@ class Settings(BaseSettings):
                 raise ValueError("name at least one host (or `*` to allow any)")
             return tuple(str(part).strip().lower().rstrip(".") for part in value)
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                "must be the http(s) address people open the service at, e.g. "
+                "https://sharpwatch.example.org"
+            )
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _check_safe(self) -> Settings:

@@ -41,3 +41,9 @@ def test_readme_configuration_table_is_generated_from_settings() -> None:
     assert settings_table() in readme
     documented = set(re.findall(r"`SHARPWATCH_([A-Z_]+)`", readme))
     assert {name.upper() for name in Settings.model_fields} <= documented
+
+
+def test_public_url_must_be_an_http_address() -> None:
+    assert Settings(public_url="https://sw.example.org/").public_url == "https://sw.example.org"
+    with pytest.raises(ValidationError, match="public_url"):
+        Settings(public_url="sw.example.org")
