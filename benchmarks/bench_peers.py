@@ -539,14 +539,34 @@ def main() -> None:
     ing.add_argument("--no-peers", action="store_true")
     ing.add_argument("--mlflow-steps", type=int, default=None)
     ing.add_argument("--source", type=Path, default=ROOT, help="source tree of sharpwatch to serve")
+    ing.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="another source tree (e.g. `git archive main`) measured first, in the same run",
+    )
     lat = sub.add_parser("latency")
     lat.add_argument("--samples", type=int, default=100)
     lat.add_argument("--postgres-url", default=os.environ.get("SHARPWATCH_TEST_DATABASE_URL"))
     lat.add_argument("--redis-url", default=os.environ.get("SHARPWATCH_TEST_REDIS_URL"))
     args = parser.parse_args()
     if args.part == "ingest":
+        before: list[IngestResult] = []
+        if args.before is not None:
+            before = bench_ingest(
+                args.steps,
+                args.queries,
+                repeat=args.repeat,
+                batch=args.batch,
+                postgres_url=args.postgres_url,
+                peers=False,
+                source=args.before,
+            )
+            for r in before:
+                r.system += " before"
         print_ingest(
-            bench_ingest(
+            before
+            + bench_ingest(
                 args.steps,
                 args.queries,
                 repeat=args.repeat,

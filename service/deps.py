@@ -1,11 +1,17 @@
-"""Request dependencies, as ``Annotated`` types the routes declare."""
+"""Request dependencies, as ``Annotated`` types the routes declare.
+
+Dependencies that only read ``app.state`` or check a principal are ``async def``: FastAPI runs a
+plain ``def`` dependency in the thread pool, a trip per dependency per request (issue 21: the
+ingest route paid eight). Those that touch the database (the session, a token lookup) stay
+plain functions, off the event loop."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.auth import DEV_PRINCIPAL, Principal, TokenCache, hash_token
@@ -16,29 +22,38 @@ from service.settings import Settings
 from service.storage import tokens as token_store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session for the request. Making one does no I/O; closing one does only when a
+    transaction is still open (a read route's), and then runs in the thread pool. Ingest, whose
+    storage commits, so costs no thread-pool trip here."""
     factory: sessionmaker[Session] = request.app.state.session_factory
-    with factory() as session:
+    session = factory()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
-def get_session_factory(request: Request) -> sessionmaker[Session]:
+async def get_session_factory(request: Request) -> sessionmaker[Session]:
     """For long-running routes that must not hold a connection while they wait."""
     factory: sessionmaker[Session] = request.app.state.session_factory
     return factory
 
 
-def get_broker(request: Request) -> CommandBroker:
+async def get_broker(request: Request) -> CommandBroker:
     broker: CommandBroker = request.app.state.broker
     return broker
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     metrics: ServiceMetrics = request.app.state.metrics
     return metrics
 
@@ -50,7 +65,7 @@ def _query_names(dependant: Any) -> set[str]:
     return names
 
 
-def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: Request) -> None:
     """A query parameter the route does not declare is a 422 naming it (``?limt=5`` is a typo to
     report, not a filter to drop silently), as unknown body fields are."""
     if not request.query_params:
@@ -68,7 +83,7 @@ def reject_unknown_query(request: Request) -> None:
             )
 
 
-def get_token_cache(request: Request) -> TokenCache:
+async def get_token_cache(request: Request) -> TokenCache:
     cache: TokenCache = request.app.state.token_cache
     return cache
 
@@ -86,9 +101,9 @@ MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 _UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """The caller: the dev principal when authentication is off; else the bearer token's owner,
-    or 401."""
+    or 401. Only a token missing from the cache costs a database lookup (in the thread pool)."""
     known: Principal | None = getattr(request.state, "principal", None)
     if known is not None:  # authenticated before the body was read (service.body_guard)
         return known
@@ -109,12 +124,16 @@ def get_principal(request: Request) -> Principal:
     principal = cache.get(token_hash)
     if principal is None:
         factory: sessionmaker[Session] = request.app.state.session_factory
-        with factory() as session:
-            principal = token_store.lookup(session, token.strip())
+        principal = await run_in_threadpool(_lookup_token, factory, token.strip())
         if principal is None:
             raise HTTPException(401, "invalid or revoked token", headers=_UNAUTHENTICATED)
         cache.put(token_hash, principal)
     return principal
+
+
+def _lookup_token(factory: sessionmaker[Session], token: str) -> Principal | None:
+    with factory() as session:
+        return token_store.lookup(session, token)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -125,25 +144,25 @@ def _forbidden(what: str) -> HTTPException:
     return HTTPException(403, f"this token may not {what}")
 
 
-def require_operator(principal: PrincipalDep) -> Principal:
+async def require_operator(principal: PrincipalDep) -> Principal:
     if not principal.is_operator:
         raise _forbidden("do this: it needs an operator token")
     return principal
 
 
-def require_fleet_reader(principal: PrincipalDep) -> Principal:
+async def require_fleet_reader(principal: PrincipalDep) -> Principal:
     if not principal.can_read_fleet():
         raise _forbidden("read other runs: it needs a read or operator token")
     return principal
 
 
-def require_run_reader(run_id: RunIdPath, principal: PrincipalDep) -> Principal:
+async def require_run_reader(run_id: RunIdPath, principal: PrincipalDep) -> Principal:
     if not principal.can_read_run(run_id):
         raise _forbidden(f"read run {run_id}: an ingest token reads only its own run")
     return principal
 
 
-def require_run_writer(run_id: RunIdPath, principal: PrincipalDep) -> Principal:
+async def require_run_writer(run_id: RunIdPath, principal: PrincipalDep) -> Principal:
     if not principal.can_write_run(run_id):
         raise _forbidden(f"write to run {run_id}: it needs that run's ingest token")
     return principal

@@ -66,6 +66,9 @@ class Run(Base):
     # Revision 0005: ``live`` (a trainer streamed it) or ``imported`` (``sharpwatch import``
     # replayed its logged curves); the live page marks imported runs.
     source: Mapped[str] = mapped_column(String(16), default="live", server_default="live")
+    # Revision 0011: bumped by every ingest that stores steps, in its transaction; the detectors'
+    # per-process history cache is used only at the epoch it was filled at (several workers).
+    epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
 
 
 class Step(Base):

@@ -7,6 +7,7 @@ stored even if detection fails), with the run row locked so several workers seri
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,10 @@ from service.detectors import (
 from service.errors import NotFoundError
 from service.metric_names import STEP_METRIC_NAMES
 from service.notifications.events import alert_event
+from service.storage import _history_cache as history_cache
 from service.storage import commands as command_store
 from service.storage import outbox
+from service.storage._history_cache import database_key
 from service.storage._transactions import begin_write
 
 DEFAULT_ALPHA = 1.0
@@ -73,36 +76,31 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
     evaluating only the request's own steps, means a detection that failed (a lock timeout, a
     crash between commit and detection) is made good by the next ingest of the run."""
     begin_write(session)
-    run = session.scalars(select(Run).where(Run.id == run_id).with_for_update()).first()
+    run = session.scalars(
+        select(Run)
+        .where(Run.id == run_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
     if run is None:
         raise NotFoundError(f"run {run_id} does not exist", field="run_id")
     config = DetectorConfig.model_validate(run.detector_config or {}, strict=False)
     policy = RunPolicy.model_validate(run.policy or {}, strict=False)
     state = DetectorState.from_json(run.detector_state)
-    ordered = list(
-        session.scalars(
-            select(Step.step)
-            .where(
-                Step.run_id == run_id,
-                Step.step > (-1 if state.last_step is None else state.last_step),
-            )
-            .order_by(Step.step)
-            .limit(MAX_CATCH_UP)
-        )
-    )
+    need = config.history_needed()
+    database = database_key(session)
+    cached = history_cache.CACHE.lookup(database, run_id, run.created_at, run.epoch)
+    plan = None if cached is None else _plan_from_cache(*cached, state.last_step, need)
+    if plan is None:
+        ordered, records, complete = _plan_from_database(session, run_id, state.last_step, need)
+        cacheable = len(ordered) < MAX_CATCH_UP  # records hold every stored step from [0] on
+    else:
+        ordered, records, complete = plan
+        cacheable = True
     if not ordered:
         session.rollback()
         return DetectionResult(0, 0, run.verdict)
-
-    need = config.history_needed()
-    # Plain rows of the needed columns, not ORM objects: this runs on every ingest.
-    rows = session.execute(
-        select(*_HISTORY_COLUMNS)
-        .where(Step.run_id == run_id, Step.step <= ordered[-1])
-        .order_by(Step.step.desc())
-        .limit(need + len(ordered))
-    ).all()
-    records = [_history_record(row) for row in reversed(rows)]
+    epoch, created_at = run.epoch, run.created_at
     open_rows = {
         alert.rule: alert
         for alert in session.scalars(
@@ -156,8 +154,52 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
         run.best_step = state.peak.step  # an issued stop's best step stays the run's best step
     if outcome is not None and run.status != "failed":  # failed keeps its verdict until reopened
         run.verdict = "stopped" if stopping else outcome.verdict.value
+    verdict_now = run.verdict
     session.commit()
-    return DetectionResult(len(ordered), created, run.verdict)
+    if cacheable:
+        history_cache.CACHE.store(
+            database, run_id, created_at, epoch, records, complete=complete, keep=need
+        )
+    return DetectionResult(len(ordered), created, verdict_now)
+
+
+def _plan_from_database(
+    session: Session, run_id: int, last_step: int | None, need: int
+) -> tuple[list[int], list[StepRecord], bool]:
+    """(steps to evaluate, their history records ascending, whether the records start at the
+    run's first step), read from the stored steps."""
+    ordered = list(
+        session.scalars(
+            select(Step.step)
+            .where(Step.run_id == run_id, Step.step > (-1 if last_step is None else last_step))
+            .order_by(Step.step)
+            .limit(MAX_CATCH_UP)
+        )
+    )
+    if not ordered:
+        return [], [], False
+    # Plain rows of the needed columns, not ORM objects: this runs on every cache miss.
+    limit = need + len(ordered)
+    rows = session.execute(
+        select(*_HISTORY_COLUMNS)
+        .where(Step.run_id == run_id, Step.step <= ordered[-1])
+        .order_by(Step.step.desc())
+        .limit(limit)
+    ).all()
+    return ordered, [_history_record(row) for row in reversed(rows)], len(rows) < limit
+
+
+def _plan_from_cache(
+    records: list[StepRecord], complete: bool, last_step: int | None, need: int
+) -> tuple[list[int], list[StepRecord], bool] | None:
+    """The same plan from a current cache entry, or None when the entry cannot give every step
+    newer than ``last_step`` with ``need`` steps of history before the first of them."""
+    last = -1 if last_step is None else last_step
+    first_new = bisect_right([r.step for r in records], last)
+    if not complete and (first_new == 0 or first_new < need - 1):
+        return None  # steps (or history) older than the entry may be missing
+    ordered = [r.step for r in records[first_new : first_new + MAX_CATCH_UP]]
+    return ordered, records, complete
 
 
 def _policy_for(policy: RunPolicy, newest: StepRecord) -> RunPolicy:

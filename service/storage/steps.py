@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, insert, or_, select, update
+from sqlalchemy import Connection, Integer, Table, case, insert, literal, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from service import query_histograms
-from service.db.base import utcnow
+from service.db.base import UTCDateTime, utcnow
 from service.db.models import QueryStat, Run, Step
 from service.errors import ConflictError, NotFoundError
 from service.metric_names import STEP_METRIC_NAMES
@@ -26,6 +26,8 @@ from service.schemas.steps import (
     StepOut,
     StepSeries,
 )
+from service.storage import _history_cache as history_cache
+from service.storage._history_cache import database_key, record_of
 
 _QUERY_COLUMNS = (
     "entropy",
@@ -59,7 +61,8 @@ def ingest(session: Session, run_id: int, batch: StepBatchIn) -> IngestResult:
 
 
 def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestResult:
-    if session.scalar(select(Run.id).where(Run.id == run_id)) is None:
+    created_at = session.scalar(select(Run.created_at).where(Run.id == run_id))
+    if created_at is None:
         raise NotFoundError(f"run {run_id} does not exist", field="run_id")
     hashes = {record.step: record.content_hash() for record in batch.steps}
     stored = {
@@ -94,12 +97,25 @@ def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestRes
     session.execute(insert(_STEP_TABLE), step_rows)
     rows = _insert_query_rows(session, run_id, fresh)
     newest = max(record.step for record in fresh)
-    session.execute(
+    newer = or_(Run.last_step.is_(None), Run.last_step < newest)
+    # Every write of steps bumps the run's epoch (the detectors' history cache is exact only at
+    # the epoch it was filled at; service.storage._history_cache).
+    epoch = session.execute(
         update(Run)
-        .where(Run.id == run_id, or_(Run.last_step.is_(None), Run.last_step < newest))
-        .values(last_step=newest, last_step_at=now)
-    )
+        .where(Run.id == run_id)
+        .values(
+            epoch=Run.epoch + 1,
+            last_step=case((newer, literal(newest, Integer())), else_=Run.last_step),
+            last_step_at=case((newer, literal(now, UTCDateTime())), else_=Run.last_step_at),
+        )
+        .returning(Run.epoch)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    database = database_key(session)
     session.commit()
+    history_cache.CACHE.noted_ingest(
+        database, run_id, created_at, epoch, (record_of(record) for record in fresh)
+    )
     accepted = [record.step for record in fresh]
     return IngestResult(accepted=accepted, duplicates=duplicates, rows=rows)
 
@@ -107,6 +123,10 @@ def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestRes
 _STEP_TABLE = cast(Table, Step.__table__)
 _QUERY_TABLE = cast(Table, QueryStat.__table__)
 _QUERY_INSERT_COLUMNS = ("run_id", "step", "query_id", "group_size", "successes", *_QUERY_COLUMNS)
+_INSERT_QUERY_ROWS = (
+    f"INSERT INTO {_QUERY_TABLE.name} ({', '.join(_QUERY_INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_QUERY_INSERT_COLUMNS))})"
+)
 _COPY_QUERY_ROWS = f"COPY {_QUERY_TABLE.name} ({', '.join(_QUERY_INSERT_COLUMNS)}) FROM STDIN"
 
 
@@ -140,8 +160,15 @@ def _insert_query_rows(session: Session, run_id: int, fresh: Sequence[StepIn]) -
     connection = session.connection()
     if connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":
         return _copy_rows(connection, rows)
+    sqlite = connection.dialect.name == "sqlite"
     stored = 0
     while chunk := list(islice(rows, _INSERT_CHUNK)):
+        if sqlite:
+            # The driver's executemany on plain tuples: SQLAlchemy's per-row parameter
+            # processing of dicts cost more than SQLite's insert itself (issue 21 profile).
+            connection.exec_driver_sql(_INSERT_QUERY_ROWS, chunk)
+            stored += len(chunk)
+            continue
         connection.execute(
             insert(_QUERY_TABLE),
             [dict(zip(_QUERY_INSERT_COLUMNS, row, strict=True)) for row in chunk],
