@@ -109,7 +109,7 @@ _RULES: dict[Callable[..., Any], tuple[str, ...]] = {
 
 async def _check_access(request: Request, route: APIRoute) -> None:
     """Authenticate (401) and apply the route's declared access rule (403) before the body."""
-    principal: Principal = await run_in_threadpool(deps.get_principal, request)
+    principal: Principal = await deps.get_principal(request)  # async: no thread-pool trip
     request.state.principal = principal
     for dependency in route.dependant.dependencies:
         takes = _RULES.get(dependency.call)  # type: ignore[arg-type]
@@ -121,7 +121,7 @@ async def _check_access(request: Request, route: APIRoute) -> None:
                 arguments.append(int(request.path_params[name]))
             except (KeyError, ValueError):
                 return  # an invalid path parameter: the route's validation answers (422)
-        dependency.call(*arguments, principal=principal)  # type: ignore[misc]
+        await dependency.call(*arguments, principal=principal)  # type: ignore[misc]
 
 
 async def read_body(request: Request, max_bytes: int) -> bytearray:
