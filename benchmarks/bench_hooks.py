@@ -14,6 +14,13 @@
    each with the log (the default) against ``spool_dir=False`` (memory only, no durability).
    The service is an in-process ``httpx.MockTransport`` answering 200 at once, so the numbers
    are the client's own; the log lives in a temporary directory on the local disk.
+4. ``--trainer`` (issue 21): the training thread's share of ``Monitor.step`` with the client
+   attached, B = 512 × G = 16, before and after in one run: ``Monitor._defer_records = False``
+   builds the per-query record and sanitises it in the training thread (the path before issue
+   21), ``True`` (the default) hands it unbuilt to the client's writer thread. Configurations
+   alternate step by step so load drifts hit both alike; median and p90 of the wall time of
+   ``step()``. Also the answer-key hashing of 8,192 keys: the per-key comprehension it replaced
+   against ``assign_modes``' ``map(hash)`` pass.
 """
 
 from __future__ import annotations
@@ -158,6 +165,83 @@ def bench_wal(steps: int = 200, repeats: int = 30) -> dict[str, dict[str, float]
     return out
 
 
+def bench_trainer(steps: int = 60, gap: float = 0.02) -> dict[str, dict[str, list[float]]]:
+    full, g = _full_inputs()
+    no_tokens = StepInputs(
+        rewards=full.rewards,
+        advantages=full.advantages,
+        answer_keys=full.answer_keys,
+        oracle_rewards=full.oracle_rewards,
+        ref_logprobs=full.ref_logprobs,
+        loss=full.loss,
+        grad_norm=1.0,
+        kl=0.01,
+    )
+    out: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        for name, inputs in (("full", full), ("no_tokens", no_tokens)):
+            monitors = {}
+            for mode in ("before", "after"):
+                m = Monitor(group_size=g, kl_beta=0.04)
+                m.sender = _client(os.path.join(directory, f"{name}-{mode}"), True)
+                m._defer_records = mode == "after"
+                for _ in range(3):
+                    m.step(inputs)
+                monitors[mode] = m
+            times: dict[str, list[float]] = {"before": [], "after": [], "cpu_before": []}
+            times["cpu_after"] = []
+            for _ in range(steps):
+                for mode, m in monitors.items():
+                    c0, t0 = time.thread_time(), time.perf_counter()
+                    m.step(inputs)
+                    times[mode].append(time.perf_counter() - t0)
+                    times[f"cpu_{mode}"].append(time.thread_time() - c0)
+                    time.sleep(gap)  # forward/backward: a GPU trainer waits, the GIL is free
+            for m in monitors.values():
+                assert m.sender.flush(timeout=120)  # type: ignore[union-attr]
+                m.sender.close()  # type: ignore[union-attr]
+            out[name] = times
+    keys = list(full.answer_keys or [])
+    salt = 0x5DEECE66D
+    hashing: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(50):
+        t0 = time.perf_counter()
+        _ = [hash((salt, i)) if k is None else hash(k) for i, k in enumerate(keys)]
+        _ = [k is None for k in keys]
+        hashing["before"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _ = list(map(hash, keys))
+        _ = None in keys
+        hashing["after"].append(time.perf_counter() - t0)
+    out["hashing"] = hashing
+    return out
+
+
+def _pct(xs: list[float], q: float) -> float:
+    srt = sorted(xs)
+    return srt[min(len(srt) - 1, int(q * len(srt)))] * 1e3
+
+
+def _print_trainer() -> None:
+    res = bench_trainer()
+    print("\n| training thread, B=512 x G=16, client attached | before (median / p90) "
+          "| after (median / p90) | median saved |")  # fmt: skip
+    print("| --- | --- | --- | --- |")
+    labels = {
+        "full": "`Monitor.step`, T=1024 entropy given + keys, oracle, ref log-probs, IAC",
+        "no_tokens": "`Monitor.step`, no per-token input: keys, oracle, ref log-probs, IAC",
+        "hashing": "answer-key hashing, 8,192 keys (host part of `assign_modes`)",
+    }
+    for key, label in labels.items():
+        for kind, prefix in (("wall", ""), ("CPU of the training thread", "cpu_")):
+            if prefix + "before" not in res[key]:
+                continue
+            b, a = res[key][prefix + "before"], res[key][prefix + "after"]
+            mb, ma = _pct(b, 0.5), _pct(a, 0.5)
+            print(f"| {label}, {kind} | {mb:.2f} / {_pct(b, 0.9):.2f} ms "
+                  f"| {ma:.2f} / {_pct(a, 0.9):.2f} ms | {mb - ma:.2f} ms |")  # fmt: skip
+
+
 def _naive(logits: torch.Tensor) -> torch.Tensor:
     x = logits.float()
     return -(torch.softmax(x, -1) * torch.log_softmax(x, -1)).sum(-1)
@@ -213,6 +297,9 @@ def main() -> None:
           f"threads {torch.get_num_threads()}")  # fmt: skip
     if sys.argv[1:] == ["--wal"]:  # only section 3
         _print_wal()
+        return
+    if sys.argv[1:] == ["--trainer"]:  # only section 4
+        _print_trainer()
         return
     threads = torch.get_num_threads()
     step = bench_step()

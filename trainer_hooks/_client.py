@@ -34,6 +34,7 @@ import httpx
 
 from trainer_hooks import _exit
 from trainer_hooks._errors import ConfigurationError, ServiceError
+from trainer_hooks._record import DeferredRecord
 from trainer_hooks._spool import (
     WriteAheadLog,
     body_size,
@@ -187,7 +188,8 @@ class SharpwatchClient:
         self._spool_warn = spool_warn_records
         self._spool_warned_at = 0
         self._cond = threading.Condition()
-        self._records: deque[dict[str, Any]] = deque()  # submitted, not yet serialised
+        # submitted, not yet serialised (monitor records unbuilt: the writer builds them)
+        self._records: deque[dict[str, Any] | DeferredRecord] = deque()
         self._writing = 0  # records the writer has taken and not yet placed
         self._lines: deque[bytes] = deque()  # serialised records waiting in memory (no log)
         self._lines_in_flight = 0  # the first this many of _lines are being posted
@@ -367,13 +369,28 @@ class SharpwatchClient:
             log.warning("dropping malformed step record: %s", exc)
             self.dropped += 1
             return
+        self._enqueue(clean)
+
+    def submit_deferred(self, record: DeferredRecord) -> None:
+        """Queue a monitor's step record unbuilt: the writer thread builds and sanitises it
+        (``_record.py``), so the training thread only appends. Never blocks, never raises.
+        The step metrics are copied now, as :meth:`submit` does: later changes to the caller's
+        ``StepResult.metrics`` do not reach the service."""
+        self._enqueue(record.with_metrics(dict(record.metrics), list(record.non_finite)))
+
+    def _enqueue(self, clean: dict[str, Any] | DeferredRecord) -> None:
         with self._cond:
             if self._closed:
                 self.dropped += 1
                 return
             if self.bad_lines > self._bad_lines_reported:
                 # Damaged log lines were skipped since the last record: say so in this one.
-                clean["metrics"][BAD_LINES_METRIC] = float(self.bad_lines)
+                if isinstance(clean, DeferredRecord):
+                    metrics = dict(clean.metrics)
+                    metrics[BAD_LINES_METRIC] = float(self.bad_lines)
+                    clean = clean.with_metrics(metrics, clean.non_finite)
+                else:
+                    clean["metrics"][BAD_LINES_METRIC] = float(self.bad_lines)
                 self._bad_lines_reported = self.bad_lines
             if len(self._records) + len(self._lines) >= self._max_queue:
                 if self._wal is not None and not self._lines:
@@ -638,10 +655,21 @@ class SharpwatchClient:
                     except OSError as exc:
                         log.warning("sharpwatch could not fsync its spool %s: %s", wal.path, exc)
 
-    def _serialise(self, batch: list[dict[str, Any]]) -> tuple[list[bytes], int | None]:
+    def _serialise(
+        self, batch: list[dict[str, Any] | DeferredRecord]
+    ) -> tuple[list[bytes], int | None]:
         lines: list[bytes] = []
         last: int | None = None
-        for record in batch:
+        for item in batch:
+            if isinstance(item, DeferredRecord):
+                try:
+                    record = sanitize_record(item.build())
+                except Exception as exc:
+                    log.warning("dropping malformed step record: %s", exc)
+                    self.dropped += 1
+                    continue
+            else:
+                record = item
             try:
                 lines.append(json.dumps(record, separators=(",", ":"), allow_nan=False).encode())
             except (TypeError, ValueError) as exc:

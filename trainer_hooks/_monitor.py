@@ -3,7 +3,10 @@
 It computes every per-step health metric of science.md (§1 group signal, §2 Z'(q), §3 IAC, §4
 unsupervised-RLVR metrics, probe) on the tensors' device, packs every scalar and per-query vector
 into one tensor and copies it to the host once (:func:`trainer_hooks._sync.to_host`), builds the
-wire record and hands it to the sender without blocking and without raising into the loop.
+step's metrics, and hands the wire record to the sender without blocking and without raising
+into the loop. A sender with ``submit_deferred`` (the client) gets it unbuilt and builds its
+per-query part on its own thread (``_record.py``), so the training thread does no per-query
+host work.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from trainer_hooks._group import group_stats, p_star
 from trainer_hooks._iac import _check_alpha, check_s_plus, iac_calibrate
 from trainer_hooks._layout import GroupLayout, make_layout, segment_sum
 from trainer_hooks._probe import probe_metrics
+from trainer_hooks._record import DeferredRecord, DeferredStepSender, finite_or_none
 from trainer_hooks._sync import to_host
 from trainer_hooks._types import AlphaChange, StepInputs, StepResult, StepSender, StopRequest
 from trainer_hooks._unsupervised import (
@@ -103,10 +107,6 @@ ZPRIME_STEP_METRICS = (
     "log_zprime_raw_p90",
     "zprime_raw_gt1_frac",
 )
-
-
-def _finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 class Monitor:
@@ -197,6 +197,9 @@ class Monitor:
         self.alpha_history: list[AlphaChange] = []
         self._stop: StopRequest | None = None
         self.sender_errors = 0
+        # False: build every record on the training thread (the path before issue 21; kept
+        # for bench_hooks' same-run comparison and the tests' reference build).
+        self._defer_records = True
 
     # -- control ----------------------------------------------------------------------------
     @property
@@ -498,7 +501,7 @@ class Monitor:
         metrics: dict[str, float | None] = {}
         non_finite: list[str] = []
         for k in sorted(raw):
-            val = _finite_or_none(raw[k])
+            val = finite_or_none(raw[k])
             metrics[k] = val
             if val is None:
                 non_finite.append(k)
@@ -507,40 +510,29 @@ class Monitor:
         ids = list(inputs.query_ids) if inputs.query_ids is not None else None
         if ids is not None and len(ids) != b:
             raise ShapeError(f"query_ids has {len(ids)} entries; the step has {b} groups")
-
-        def col(name: str, i: int) -> float | None:
-            v = host.get(name)
-            return None if v is None else _finite_or_none(v[i])
-
-        n_modes = host.get("q_n_modes")
-        queries: list[dict[str, object]] = []
-        for i in range(b):
-            queries.append(
-                {
-                    "query_id": ids[i] if ids is not None else f"q{i}",
-                    "group_size": int(host["q_size"][i]),
-                    "successes": int(host["q_successes"][i]),
-                    "entropy": col("q_entropy", i),
-                    "log_zprime": col("q_log_zprime", i),
-                    "log_zprime_raw": col("q_log_zprime_raw", i),
-                    "n_modes": None if n_modes is None else int(n_modes[i]),
-                    "reward_accuracy": col("q_reward_accuracy", i),
-                    "response_length": col("q_response_length", i),
-                }
-            )
-        record: dict[str, object] = {
-            "step": step,
-            "time": datetime.now(UTC).isoformat(),
-            "metrics": metrics,
-            "non_finite": non_finite,
-            "queries": queries,
-        }
+        # The per-query part of the record is built off the training thread when the sender
+        # can take it unbuilt (issue 21); otherwise here, exactly as it would be there.
+        deferred = DeferredRecord(
+            step=step,
+            time=datetime.now(UTC).isoformat(),
+            metrics=metrics,
+            non_finite=non_finite,
+            host={k: v for k, v in host.items() if k.startswith("q_")},
+            query_ids=ids,
+            num_groups=b,
+        )
         self._last_step = step
         self._next_step = step + 1
-        if self.sender is not None:
+        sender = self.sender
+        if sender is not None and not self._defer_records:
+            deferred.build()
+        if sender is not None:
             try:
-                self.sender.submit(record)
+                if isinstance(sender, DeferredStepSender) and not deferred.built:
+                    sender.submit_deferred(deferred)
+                else:
+                    sender.submit(deferred.build())
             except Exception:
                 self.sender_errors += 1
                 logger.exception("sharpwatch sender failed at step %d (ignored)", step)
-        return StepResult(advantages=used, record=record, metrics=metrics, step=step, alpha=alpha)
+        return StepResult(advantages=used, record=deferred, metrics=metrics, step=step, alpha=alpha)

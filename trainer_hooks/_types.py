@@ -10,6 +10,7 @@ import torch
 
 from trainer_hooks._errors import ShapeError
 from trainer_hooks._probe import ProbeInputs
+from trainer_hooks._record import DeferredRecord
 
 __all__ = ["AlphaChange", "StepInputs", "StepResult", "StepSender", "StopRequest"]
 
@@ -109,20 +110,41 @@ class StepInputs:
         object.__setattr__(self, "answer_keys", [key for row in keys for key in row])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class StepResult:
     """What :meth:`Monitor.step` returns.
 
     ``advantages``: the advantages to use for the update (after IAC when it is on; the input
     tensor itself when IAC is off or α = 0), on the device, shaped like the input.
-    ``record``: the wire record handed to the sender. ``metrics``: the record's metrics.
+    ``record``: the wire record handed to the sender (the same dict the sender gets; when the
+    sender builds records on its own thread, reading it here builds it once, shared).
+    ``metrics``: the record's metrics.
     """
 
     advantages: torch.Tensor | None
-    record: dict[str, object]
     metrics: dict[str, float | None]
     step: int
     alpha: float
+    _record: DeferredRecord | dict[str, object] = field(repr=False, compare=False)
+
+    def __init__(
+        self,
+        advantages: torch.Tensor | None,
+        record: DeferredRecord | dict[str, object],
+        metrics: dict[str, float | None],
+        step: int,
+        alpha: float,
+    ) -> None:
+        object.__setattr__(self, "advantages", advantages)
+        object.__setattr__(self, "_record", record)
+        object.__setattr__(self, "metrics", metrics)
+        object.__setattr__(self, "step", step)
+        object.__setattr__(self, "alpha", alpha)
+
+    @property
+    def record(self) -> dict[str, object]:
+        rec = self._record
+        return rec.build() if isinstance(rec, DeferredRecord) else rec
 
 
 @dataclass(frozen=True)

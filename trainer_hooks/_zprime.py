@@ -154,18 +154,25 @@ def assign_modes(
 ) -> ModeAssignment:
     """Map host-side answer keys (strings, or response hashes) to integer mode ids per group.
 
-    Keys are hashed on the host (Python ``hash``, 64 bit; two distinct keys of one group
-    colliding has odds ~G²/2⁶⁴). A ``None`` key (no extractable answer) is its own mode: the
-    response's token sequence (``sequence_keys``, from :func:`sequence_keys`) when given, else
-    the response alone. Grouping runs on the device; nothing is read back into Python.
+    Keys are hashed on the host in one ``map(hash, ...)`` pass (Python ``hash``, 64 bit; two
+    distinct keys of one group colliding has odds ~G²/2⁶⁴). A ``None`` key (no extractable
+    answer) is its own mode: the response's token sequence (``sequence_keys``, from
+    :func:`sequence_keys`) when given, else the response alone. Grouping runs on the device; nothing is read back into Python.
     """
     n = layout.num_responses
     if len(answer_keys) != n:
         raise ShapeError(f"answer_keys has {len(answer_keys)} entries; expected {n}")
-    none = [k is None for k in answer_keys]
-    host = [hash((_NO_KEY_SALT, i)) if k is None else hash(k) for i, k in enumerate(answer_keys)]
+    # One C-level pass (``map``) for the common case; responses without a key (rare) are
+    # re-keyed in a second pass over those alone.
+    host = list(map(hash, answer_keys))
+    none: list[bool] | None = None
+    if None in answer_keys:
+        none = [k is None for k in answer_keys]
+        for i, missing in enumerate(none):
+            if missing:
+                host[i] = hash((_NO_KEY_SALT, i))
     keys = host_to_device(torch.tensor(host, dtype=torch.int64), torch.int64, layout.device)
-    if sequence_keys is not None and any(none):
+    if sequence_keys is not None and none is not None:
         is_none = host_to_device(torch.tensor(none), torch.bool, layout.device)
         keys = torch.where(is_none, sequence_keys.to(layout.device) ^ _NO_KEY_SALT, keys)
     return modes_from_keys(keys, layout)
