@@ -157,7 +157,8 @@ def assign_modes(
     Keys are hashed on the host in one ``map(hash, ...)`` pass (Python ``hash``, 64 bit; two
     distinct keys of one group colliding has odds ~G²/2⁶⁴). A ``None`` key (no extractable
     answer) is its own mode: the response's token sequence (``sequence_keys``, from
-    :func:`sequence_keys`) when given, else the response alone. Grouping runs on the device; nothing is read back into Python.
+    :func:`sequence_keys`) when given, else the response alone. Grouping runs on the device;
+    nothing is read back into Python.
     """
     n = layout.num_responses
     if len(answer_keys) != n:
