@@ -165,6 +165,19 @@ def bench_wal(steps: int = 200, repeats: int = 30) -> dict[str, dict[str, float]
     return out
 
 
+class _TimedMonitor(Monitor):
+    """Times the host side after the step's one copy (metrics, record, hand-off to the sender)."""
+
+    host_times: list[float] = []  # noqa: RUF012 (replaced per instance after warm-up)
+
+    def _finish(self, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return super()._finish(*args, **kwargs)
+        finally:
+            self.host_times.append(time.perf_counter() - t0)
+
+
 def bench_trainer(steps: int = 60, gap: float = 0.02) -> dict[str, dict[str, list[float]]]:
     full, g = _full_inputs()
     no_tokens = StepInputs(
@@ -182,11 +195,12 @@ def bench_trainer(steps: int = 60, gap: float = 0.02) -> dict[str, dict[str, lis
         for name, inputs in (("full", full), ("no_tokens", no_tokens)):
             monitors = {}
             for mode in ("before", "after"):
-                m = Monitor(group_size=g, kl_beta=0.04)
+                m = _TimedMonitor(group_size=g, kl_beta=0.04)
                 m.sender = _client(os.path.join(directory, f"{name}-{mode}"), True)
                 m._defer_records = mode == "after"
                 for _ in range(3):
                     m.step(inputs)
+                m.host_times = []
                 monitors[mode] = m
             times: dict[str, list[float]] = {"before": [], "after": [], "cpu_before": []}
             times["cpu_after"] = []
@@ -200,6 +214,8 @@ def bench_trainer(steps: int = 60, gap: float = 0.02) -> dict[str, dict[str, lis
             for m in monitors.values():
                 assert m.sender.flush(timeout=120)  # type: ignore[union-attr]
                 m.sender.close()  # type: ignore[union-attr]
+            times["host_before"] = monitors["before"].host_times
+            times["host_after"] = monitors["after"].host_times
             out[name] = times
     keys = list(full.answer_keys or [])
     salt = 0x5DEECE66D
@@ -233,7 +249,11 @@ def _print_trainer() -> None:
         "hashing": "answer-key hashing, 8,192 keys (host part of `assign_modes`)",
     }
     for key, label in labels.items():
-        for kind, prefix in (("wall", ""), ("CPU of the training thread", "cpu_")):
+        for kind, prefix in (
+            ("wall", ""),
+            ("CPU of the training thread", "cpu_"),
+            ("host side after the copy (`_finish`), wall", "host_"),
+        ):
             if prefix + "before" not in res[key]:
                 continue
             b, a = res[key][prefix + "before"], res[key][prefix + "after"]
@@ -298,8 +318,13 @@ def main() -> None:
     if sys.argv[1:] == ["--wal"]:  # only section 3
         _print_wal()
         return
-    if sys.argv[1:] == ["--trainer"]:  # only section 4
-        _print_trainer()
+    if sys.argv[1:] == ["--trainer"]:  # only section 4, with torch's threads, then 1
+        threads = torch.get_num_threads()
+        for n in (threads, 1):
+            torch.set_num_threads(n)
+            print(f"\ntorch threads: {n}")
+            _print_trainer()
+        torch.set_num_threads(threads)
         return
     threads = torch.get_num_threads()
     step = bench_step()
