@@ -179,3 +179,25 @@ def test_answer_key_hashing_matches_the_per_key_reference() -> None:
     assert torch.equal(got.mode_index, want.mode_index)
     assert torch.equal(got.n_modes, want.n_modes)
     assert got.n_modes.tolist() == [3.0, 3.0]  # {a, None, b} | {None, c, a}: each None its own
+
+
+def test_with_metrics_keeps_the_queries_built_or_not() -> None:
+    host = {"q_size": [4.0, 4.0], "q_successes": [1.0, 4.0], "q_entropy": [0.5, float("nan")]}
+    rec = record_mod.DeferredRecord(
+        step=3, time="t", metrics={"a": 1.0}, non_finite=[], host=host, query_ids=None, num_groups=2
+    )
+    unbuilt = rec.with_metrics({"a": 1.0, "b": None}, ["b"])
+    built_first = rec.build()
+    built = rec.with_metrics({"c": 2.0}, [])
+    assert not unbuilt.built
+    assert built.built
+    for other, metrics in ((unbuilt, {"a": 1.0, "b": None}), (built, {"c": 2.0})):
+        out = other.build()
+        assert out["metrics"] == metrics
+        assert out["queries"] == built_first["queries"]
+        assert out["step"] == 3
+    assert built_first["metrics"] == {"a": 1.0}
+    assert built_first["queries"][1] == {  # type: ignore[index]
+        "query_id": "q1", "group_size": 4, "successes": 4, "entropy": None, "log_zprime": None,
+        "log_zprime_raw": None, "n_modes": None, "reward_accuracy": None, "response_length": None,
+    }  # fmt: skip
