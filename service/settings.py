@@ -85,6 +85,14 @@ class Settings(BaseSettings):
         le=3600,
         description="Seconds before the first retry; each further retry waits twice as long.",
     )
+    notify_keep_sent_days: float = Field(
+        30.0,
+        gt=0,
+        le=3650,
+        description="Days a sent notification stays in the outbox (and "
+        "`/api/v1/notifications/deliveries`); dead ones stay until retried or their channel "
+        "is deleted.",
+    )
     notify_backoff_max: float = Field(
         600.0, gt=0, le=86400, description="Longest wait between two tries, seconds."
     )

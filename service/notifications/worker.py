@@ -19,10 +19,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import timedelta
 
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.db.base import utcnow
 from service.notifications.messages import render, run_link
 from service.settings import Settings
 from service.storage import outbox
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 20
 MAX_IN_FLIGHT = 100
+PURGE_EVERY = 600.0  # seconds between deletions of old sent rows
 
 
 class _HideUrlPaths(logging.Filter):
@@ -67,6 +70,7 @@ class DeliveryWorker:
         hide_url_paths()
         self._stopping = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._next_purge = 0.0
         self.client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(settings.notify_timeout),
@@ -103,6 +107,9 @@ class DeliveryWorker:
         """Claim what there is room for (at most ``MAX_IN_FLIGHT`` deliveries at once) and start
         delivering it; returns how many rows it claimed. Deliveries run as their own tasks, so a
         receiver that hangs holds only its own rows, not the next claim."""
+        if time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + PURGE_EVERY
+            await asyncio.to_thread(self._purge)
         room = min(BATCH, MAX_IN_FLIGHT - len(self._in_flight))
         if room <= 0:
             return 0
@@ -112,6 +119,11 @@ class DeliveryWorker:
             self._in_flight.add(delivery)
             delivery.add_done_callback(self._in_flight.discard)
         return len(claimed)
+
+    def _purge(self) -> None:
+        keep = timedelta(days=self.settings.notify_keep_sent_days)
+        with self.session_factory() as session:
+            outbox.purge_sent(session, older_than=utcnow() - keep)
 
     def _claim(self, limit: int) -> list[outbox.Claimed]:
         with self.session_factory() as session:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
@@ -190,3 +190,20 @@ def mark_failed(
     )
     session.commit()
     return status
+
+
+def purge_sent(session: Session, *, older_than: datetime, limit: int = 1000) -> int:
+    """Delete up to ``limit`` rows sent before ``older_than`` (dead ones stay, for the API and
+    the run page); returns how many."""
+    ids = list(
+        session.scalars(
+            select(OutboxRow.id)
+            .where(OutboxRow.status == "sent", OutboxRow.sent_at < older_than)
+            .order_by(OutboxRow.id)
+            .limit(limit)
+        )
+    )
+    if ids:
+        session.execute(delete(OutboxRow).where(OutboxRow.id.in_(ids)))
+    session.commit()
+    return len(ids)

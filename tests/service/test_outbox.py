@@ -107,3 +107,24 @@ def test_backoff_doubles_to_its_cap_then_the_row_is_dead(factory: sessionmaker[S
         row = session.scalars(select(OutboxRow)).one()
         assert (row.status, row.attempts, row.last_error) == ("dead", 5, "HTTP 503")
         assert outbox.claim_due(session, limit=1, lease=60) == []
+
+
+def test_old_sent_rows_are_purged_and_dead_ones_kept(factory: sessionmaker[Session]) -> None:
+    _seed(factory, 4)
+    now = utcnow()
+    with factory() as session:
+        ids = sorted(session.scalars(select(OutboxRow.id)))
+        ages = {ids[0]: 40, ids[1]: 10}  # days since sent
+        for row_id, days in ages.items():
+            session.execute(
+                OutboxRow.__table__.update()
+                .where(OutboxRow.id == row_id)
+                .values(status="sent", sent_at=now - timedelta(days=days))
+            )
+        session.execute(
+            OutboxRow.__table__.update().where(OutboxRow.id == ids[2]).values(status="dead")
+        )
+        session.commit()
+        assert outbox.purge_sent(session, older_than=now - timedelta(days=30)) == 1
+        left = dict(session.execute(select(OutboxRow.id, OutboxRow.status)).all())
+    assert left == {ids[1]: "sent", ids[2]: "dead", ids[3]: "pending"}
