@@ -22,6 +22,7 @@ from trainer_hooks import Monitor, SharpwatchClient, StepInputs, grpo_advantages
 from trainer_hooks._client import BAD_LINES_METRIC, sanitize_record
 from trainer_hooks._layout import make_layout
 from trainer_hooks._zprime import _NO_KEY_SALT, assign_modes, modes_from_keys
+from trainer_hooks.integrations._deferred import DeferredSender
 
 B, G, T = 6, 4, 5
 
@@ -201,3 +202,58 @@ def test_with_metrics_keeps_the_queries_built_or_not() -> None:
         "query_id": "q1", "group_size": 4, "successes": 4, "entropy": None, "log_zprime": None,
         "log_zprime_raw": None, "n_modes": None, "reward_accuracy": None, "response_length": None,
     }  # fmt: skip
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.records: list[dict[str, object]] = []
+
+    def submit(self, record: dict[str, object]) -> None:
+        self.records.append(record)
+
+
+def test_framework_integrations_keep_the_record_unbuilt_through_deferred_sender(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builders: list[threading.Thread] = []
+    original = record_mod.build_queries
+
+    def counted(*args: Any, **kwargs: Any) -> list[dict[str, object]]:
+        builders.append(threading.current_thread())
+        return original(*args, **kwargs)
+
+    service = _Service()
+    client = _client(service, tmp_path)
+    deferred = DeferredSender(client)
+    monitor = Monitor(group_size=G, kl_beta=0.04, sender=deferred)
+    sink = _Sink()
+    reference_sender = DeferredSender(sink)
+    reference = Monitor(group_size=G, kl_beta=0.04, sender=reference_sender)
+    reference._defer_records = False
+    framework = {"policy_entropy": 0.25, "loss": 9.0, "clip": float("inf")}
+    monkeypatch.setattr(record_mod, "build_queries", counted)
+    for case in CASES:
+        inputs = _inputs(**case)  # type: ignore[arg-type]
+        monitor.step(inputs)
+        assert deferred.pending_step == monitor.last_step
+        assert deferred.complete(framework) == monitor.last_step
+        assert deferred.last_completed_metrics is not None
+        assert deferred.last_completed_metrics["policy_entropy"] == 0.25
+        reference.step(inputs)
+        reference_sender.complete(framework)
+    assert [t for t in builders if t is threading.current_thread()] == len(CASES) * [
+        threading.current_thread()
+    ]  # only the synchronous reference built here
+    assert client.flush(timeout=30), client.flush_error
+    client.close()
+    sent = sorted(service.steps, key=lambda r: int(r["step"]))
+    want = [json.loads(json.dumps(sanitize_record(r))) for r in sink.records]
+    assert len(sent) == len(want) == len(CASES)
+    for got, ref in zip(sent, want, strict=True):
+        got.pop("time")
+        ref.pop("time")
+        assert got == ref
+    assert sent[0]["metrics"]["policy_entropy"] == 0.25
+    assert "clip" in sent[0]["non_finite"]
+    assert sent[0]["metrics"]["loss"] == 0.5  # the monitor's own value wins
+    assert sent[1]["metrics"]["loss"] == 9.0  # the framework's fills the monitor's NaN

@@ -5,7 +5,9 @@ Frameworks compute the advantages (where IAC and the α of the step are applied,
 and grad norm during or after it. :class:`DeferredSender` sits between the monitor and the real
 sender: :meth:`submit` keeps the step's record, :meth:`complete` adds the framework's metrics and
 forwards it. A record never completed is forwarded as it is when the next one arrives, or on
-:meth:`flush`, so no step is lost.
+:meth:`flush`, so no step is lost. A monitor's unbuilt record (``_record.DeferredRecord``) stays
+unbuilt: only its step metrics are merged, and the target builds it on its own thread when it
+can (issue 21).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from trainer_hooks._record import DeferredRecord, DeferredStepSender
 from trainer_hooks._types import StepSender
 
 log = logging.getLogger("trainer_hooks.integrations")
@@ -28,19 +31,35 @@ class DeferredSender:
 
     def __init__(self, target: StepSender | None) -> None:
         self.target = target
-        self._pending: dict[str, Any] | None = None
+        self._pending: dict[str, Any] | DeferredRecord | None = None
         self._lock = threading.Lock()
-        #: The last record :meth:`complete` sent (with the framework's metrics merged in).
-        self.last_completed: dict[str, Any] | None = None
+        self._last: dict[str, Any] | DeferredRecord | None = None
+        #: The step metrics of the last record :meth:`complete` sent (framework's merged in).
+        self.last_completed_metrics: dict[str, float | None] | None = None
+
+    @property
+    def last_completed(self) -> dict[str, Any] | None:
+        """The last record :meth:`complete` sent (built here if the target has not yet)."""
+        last = self._last
+        return last.build() if isinstance(last, DeferredRecord) else last
 
     @property
     def pending_step(self) -> int | None:
         with self._lock:
-            return None if self._pending is None else int(self._pending["step"])
+            pending = self._pending
+            if pending is None:
+                return None
+            return pending.step if isinstance(pending, DeferredRecord) else int(pending["step"])
 
     def submit(self, record: dict[str, object]) -> None:
+        self._hold(dict(record))
+
+    def submit_deferred(self, record: DeferredRecord) -> None:
+        self._hold(record)
+
+    def _hold(self, record: dict[str, Any] | DeferredRecord) -> None:
         with self._lock:
-            previous, self._pending = self._pending, dict(record)
+            previous, self._pending = self._pending, record
         if previous is not None:
             self._forward(previous)
 
@@ -51,8 +70,11 @@ class DeferredSender:
             record, self._pending = self._pending, None
         if record is None:
             return None
-        merged = dict(record.get("metrics") or {})
-        non_finite = list(record.get("non_finite") or [])
+        if isinstance(record, DeferredRecord):
+            merged, non_finite = dict(record.metrics), list(record.non_finite)
+        else:
+            merged = dict(record.get("metrics") or {})
+            non_finite = list(record.get("non_finite") or [])
         for name, value in metrics.items():
             if merged.get(name) is not None:
                 continue
@@ -62,11 +84,17 @@ class DeferredSender:
                     non_finite.append(name)
             else:
                 merged[name] = None if value is None else float(value)
-        record["metrics"] = merged
-        record["non_finite"] = non_finite
-        self.last_completed = record
+        if isinstance(record, DeferredRecord):
+            record = record.with_metrics(merged, non_finite)
+            step = record.step
+        else:
+            record["metrics"] = merged
+            record["non_finite"] = non_finite
+            step = int(record["step"])
+        self._last = record
+        self.last_completed_metrics = merged
         self._forward(record)
-        return int(record["step"])
+        return step
 
     def flush(self) -> None:
         """Send a held record as it is."""
@@ -75,10 +103,18 @@ class DeferredSender:
         if record is not None:
             self._forward(record)
 
-    def _forward(self, record: dict[str, Any]) -> None:
-        if self.target is None:
+    def _forward(self, record: dict[str, Any] | DeferredRecord) -> None:
+        target = self.target
+        if target is None:
             return
+        step = record.step if isinstance(record, DeferredRecord) else record.get("step")
         try:
-            self.target.submit(record)
+            if isinstance(record, DeferredRecord):
+                if isinstance(target, DeferredStepSender) and not record.built:
+                    target.submit_deferred(record)
+                else:
+                    target.submit(record.build())
+            else:
+                target.submit(record)
         except Exception:
-            log.exception("sharpwatch sender failed at step %s (ignored)", record.get("step"))
+            log.exception("sharpwatch sender failed at step %s (ignored)", step)

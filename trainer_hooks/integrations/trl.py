@@ -165,8 +165,7 @@ class SharpwatchCallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
         record_metrics: Mapping[str, Any] | None = None
         if self.deferred.pending_step is not None:
             self.deferred.complete(metrics)  # IACGRPOTrainer: computed at generation time
-            if self.deferred.last_completed is not None:
-                record_metrics = self.deferred.last_completed["metrics"]
+            record_metrics = self.deferred.last_completed_metrics
         else:
             result = self._step_from_rewards(metrics, trainer.state.global_step)
             if result is not None:

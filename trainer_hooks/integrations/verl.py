@@ -417,9 +417,9 @@ class SharpwatchVerlTap:
             if isinstance(value, int | float) and not isinstance(value, bool):
                 values[name] = float(value)
         completed = self.deferred.complete(values)
-        record = self.deferred.last_completed
-        if completed is not None and record is not None:
-            self.last_logged = logged_metrics(record["metrics"], self.status)
+        record_metrics = self.deferred.last_completed_metrics
+        if completed is not None and record_metrics is not None:
+            self.last_logged = logged_metrics(record_metrics, self.status)
         else:
             self.last_logged = {}
         return self.session.should_stop
