@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.app import create_app
 from service.settings import Settings
 from service.storage import tokens as token_store
+from tests._routes import api_routes
 from tests.service._helpers import run_body, step_record
 
 # Access classes: who may call.
@@ -59,6 +59,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/notifications/subscriptions"): OPERATOR,
     ("DELETE", "/api/v1/notifications/subscriptions/{subscription_id}"): OPERATOR,
     ("GET", "/api/v1/notifications/deliveries"): FLEET_READ,
+    ("DELETE", "/api/v1/runs/{run_id}"): OPERATOR,
     ("POST", "/api/v1/notifications/deliveries/{delivery_id}/retry"): OPERATOR,
 }
 CALLERS = ("none", "invalid", "read", "operator", "ingest_own", "ingest_other")
@@ -138,18 +139,20 @@ def test_authorisation_matrix(
     }
     routes = {
         (method, route.path)
-        for route in auth_client.app.routes  # type: ignore[attr-defined]
-        if isinstance(route, APIRoute) and route.include_in_schema
+        for route in api_routes(auth_client.app)
+        if route.include_in_schema
         for method in route.methods
     }
     unclassified = routes - set(ACCESS)
     assert not unclassified, f"classify these routes in ACCESS: {sorted(unclassified)}"
 
+    doomed = auth_client.post("/api/v1/runs", json=run_body("doomed"), headers=ops).json()
     bodies = _bodies(command["id"])
     failures = []
     for (method, template), access in sorted(ACCESS.items()):
+        run_id = doomed["id"] if method == "DELETE" and template.endswith("{run_id}") else own["id"]
         path = (
-            template.replace("{run_id}", str(own["id"]))
+            template.replace("{run_id}", str(run_id))
             .replace("{step}", "0")
             .replace("{query_id:path}", "q0")
             .replace("{command_id}", str(command["id"]))

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 from starlette.types import Message
 
@@ -16,15 +15,14 @@ from service import body_guard
 from service.app import create_app
 from service.body_guard import GuardedRoute, parse_json
 from service.settings import Settings
+from tests._routes import api_routes
 
 
 def test_every_route_with_a_body_is_guarded(app: FastAPI) -> None:
     unguarded = [
         route.path
-        for route in app.routes
-        if isinstance(route, APIRoute)
-        and route.body_field is not None
-        and not isinstance(route, GuardedRoute)
+        for route in api_routes(app)
+        if route.body_field is not None and not isinstance(route, GuardedRoute)
     ]
     assert not unguarded, f"use route_class=GuardedRoute for {unguarded}"
 
