@@ -1,0 +1,104 @@
+"""Ingest before/after, interleaved: the per-request latency of two source trees side by side.
+
+    git archive main | tar -x -C /tmp/before
+    python benchmarks/bench_ingest_ab.py --before /tmp/before --steps 400 --queries 256
+
+On a shared, loaded machine a before-run then an after-run measure two different loads. Here
+both trees are served at once (``sharpwatch serve`` subprocesses, 1 worker each, per backend)
+and the steps of one run each go to them in alternating blocks of ``--block`` requests (one step
+per request, the workload of ``bench_peers``), so both see the same load. Reported: the median
+and p90 of the request latency (client send → response) per tree and backend, steps/s = 1000 /
+median, and after/before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import _workload  # noqa: E402
+from bench_peers import load_average, scratch_postgres, sharpwatch_server  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--before", type=Path, required=True, help="the source tree to compare")
+    parser.add_argument("--source", type=Path, default=ROOT, help="the tree measured as after")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--queries", type=int, default=256)
+    parser.add_argument("--block", type=int, default=10, help="requests per turn")
+    parser.add_argument("--postgres-url", default=os.environ.get("SHARPWATCH_TEST_DATABASE_URL"))
+    args = parser.parse_args()
+
+    bodies = [
+        json.dumps({"steps": [_workload.step_record(s, args.queries)]}).encode()
+        for s in range(args.steps)
+    ]
+    headers = {"content-type": "application/json"}
+    print(
+        "| backend | tree | requests | median ms | p90 ms | steps/s (1000 / median) "
+        "| after / before | load 1/5/15 |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    backends = ["sqlite"] + (["postgres"] if args.postgres_url else [])
+    for backend in backends:
+        with contextlib.ExitStack() as stack:
+            urls = {}
+            for label, tree in (("before", args.before), ("after", args.source)):
+                if backend == "sqlite":
+                    directory = stack.enter_context(tempfile.TemporaryDirectory())
+                    database = f"sqlite:///{Path(directory) / 'ab.db'}"
+                else:
+                    database = stack.enter_context(scratch_postgres(args.postgres_url))
+                urls[label] = stack.enter_context(sharpwatch_server(database, source=tree))
+            clients = {
+                k: stack.enter_context(httpx.Client(base_url=u, timeout=120))
+                for k, u in urls.items()
+            }
+            paths = {}
+            for label, client in clients.items():
+                run = client.post(
+                    "/api/v1/runs", json={"name": f"ab-{uuid.uuid4().hex[:8]}", "group_size": 8}
+                )
+                run.raise_for_status()
+                paths[label] = f"/api/v1/runs/{run.json()['id']}/steps"
+            samples: dict[str, list[float]] = {"before": [], "after": []}
+            for start in range(0, args.steps, args.block):
+                order = (
+                    ("before", "after") if (start // args.block) % 2 == 0 else ("after", "before")
+                )
+                for label in order:
+                    for body in bodies[start : start + args.block]:
+                        begin = time.perf_counter()
+                        response = clients[label].post(paths[label], content=body, headers=headers)
+                        samples[label].append(time.perf_counter() - begin)
+                        if response.status_code != 200:
+                            raise RuntimeError(f"{label}: {response.status_code} {response.text}")
+            load = load_average()
+            medians = {k: statistics.median(v) * 1000 for k, v in samples.items()}
+            for label in ("before", "after"):
+                p90 = statistics.quantiles(samples[label], n=10)[-1] * 1000
+                ratio = medians["before"] / medians["after"] if label == "after" else 1.0
+                print(
+                    f"| {backend} | {label} | {len(samples[label])} | {medians[label]:.1f} "
+                    f"| {p90:.1f} | {1000 / medians[label]:.0f} | {ratio:.2f}× | {load} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
