@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.broker.base import Listener, LocalListeners
+from service.log_throttle import OutageLog
 
 log = logging.getLogger(__name__)
 CHANNEL_PREFIX = "sharpwatch:commands:"
@@ -22,6 +23,9 @@ class RedisBroker:
         self._client = client if client is not None else aioredis.from_url(url)
         self._listeners = LocalListeners()
         self._task: asyncio.Task[None] | None = None
+        self._outage = OutageLog(
+            log, "redis subscription lost; long-polls fall back to the database until it is back"
+        )
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._receive(), name="sharpwatch-redis-broker")
@@ -51,8 +55,9 @@ class RedisBroker:
             return False
 
     async def _receive(self) -> None:
-        """Hold the subscription. A lost Redis is logged once with its cause, then only at
-        doubling intervals while it stays down (backoff up to 30 s), and once when it is back."""
+        """Hold the subscription (reconnect backoff up to 30 s). A lost Redis is logged once with
+        its cause, then at doubling intervals while it stays down (:class:`OutageLog`), and once
+        when it is back."""
         backoff = 0.1
         failures = 0
         while True:
@@ -74,15 +79,6 @@ class RedisBroker:
                 raise
             except (RedisError, OSError) as exc:
                 failures += 1
-                if failures & (failures - 1) == 0:  # 1st, 2nd, 4th, 8th, ... failure
-                    log.warning(
-                        "redis subscription lost; long-polls fall back to the database until "
-                        "it is back",
-                        extra={
-                            "cause": f"{type(exc).__name__}: {exc}",
-                            "failures": failures,
-                            "retry_in_s": backoff,
-                        },
-                    )
+                self._outage.failure(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
