@@ -92,8 +92,7 @@ def _check_sqlite_path(settings: Settings, shown: str) -> None:
     path = settings.sqlite_path
     if path is None:
         return
-    directory = path.parent if str(path.parent) else None
-    directory = directory or path.cwd()
+    directory = path.parent
     if not directory.is_dir():
         raise StartupError(
             "SHARPWATCH_DATABASE_URL",
