@@ -111,6 +111,21 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 
 @pytest.fixture
+def auth_client(
+    database_url: str, engine: Engine, session_factory: sessionmaker[Session]
+) -> Iterator[TestClient]:
+    """The app with authentication on, on the requested backend (tokens via session_factory)."""
+    app = create_app(
+        Settings(database_url=database_url, auth=True),
+        engine=engine,
+        session_factory=session_factory,
+        registry=CollectorRegistry(),
+    )
+    with TestClient(app, base_url="http://localhost") as client:
+        yield client
+
+
+@pytest.fixture
 def redis_url() -> str:
     return redis_url_or_skip()
 

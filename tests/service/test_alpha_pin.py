@@ -5,17 +5,12 @@ operator's 0.5 a few steps later."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.app import create_app
-from service.settings import Settings
 from service.storage import tokens as token_store
 from tests.service._helpers import run_body
 
@@ -113,20 +108,6 @@ def test_alpha_pinned_must_be_a_boolean(client: TestClient, bad: object) -> None
     assert response.status_code == 422
     assert "alpha_pinned" in response.text
     assert client.get(f"/api/v1/runs/{run_id}").json()["alpha_pinned"] is True
-
-
-@pytest.fixture
-def auth_client(
-    database_url: str, engine: Engine, session_factory: sessionmaker[Session]
-) -> Iterator[TestClient]:
-    app = create_app(
-        Settings(database_url=database_url, auth=True),
-        engine=engine,
-        session_factory=session_factory,
-        registry=CollectorRegistry(),
-    )
-    with TestClient(app, base_url="http://localhost") as client:
-        yield client
 
 
 def test_only_an_operator_releases_the_pin(

@@ -4,16 +4,12 @@ other run. A route missing from ACCESS fails the test, so new endpoints must be 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.app import create_app
 from service.settings import Settings
 from service.storage import tokens as token_store
 from tests._routes import api_routes
@@ -72,20 +68,6 @@ ALLOWED: dict[str, set[str]] = {
     RUN_WRITE: {"ingest_own"},
     RUN_END: {"operator", "ingest_own"},
 }
-
-
-@pytest.fixture
-def auth_client(
-    database_url: str, engine: Engine, session_factory: sessionmaker[Session]
-) -> Iterator[TestClient]:
-    app = create_app(
-        Settings(database_url=database_url, auth=True),
-        engine=engine,
-        session_factory=session_factory,
-        registry=CollectorRegistry(),
-    )
-    with TestClient(app, base_url="http://localhost") as client:
-        yield client
 
 
 def _bodies(command_id: int) -> dict[tuple[str, str], Any]:

@@ -3,32 +3,12 @@ token, ending the run (finished or failed) revokes it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.app import create_app
-from service.settings import Settings
 from service.storage import tokens as token_store
 from tests.service._helpers import run_body, step_record
-
-
-@pytest.fixture
-def auth_client(
-    database_url: str, engine: Engine, session_factory: sessionmaker[Session]
-) -> Iterator[TestClient]:
-    app = create_app(
-        Settings(database_url=database_url, auth=True),
-        engine=engine,
-        session_factory=session_factory,
-        registry=CollectorRegistry(),
-    )
-    with TestClient(app, base_url="http://localhost") as client:
-        yield client
 
 
 @pytest.fixture
