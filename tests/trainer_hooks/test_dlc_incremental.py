@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.trainer_hooks._tiny_llama import full_prefix, tiny_llama
 from trainer_hooks import CausalLMMemory, ConfigurationError, DLCLogitsProcessor, DLCMemory
 from trainer_hooks._vllm import (
     DLCBatchCore,
@@ -21,28 +22,8 @@ from trainer_hooks._vllm import (
     request_enabled,
 )
 
-transformers = pytest.importorskip("transformers")
 V = 40
 MU = 0.7
-
-
-def tiny_llama(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(
-        vocab_size=V,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    return transformers.LlamaForCausalLM(cfg).to(torch.float64).eval()
-
-
-def memory_logits(model: torch.nn.Module, seq: list[int]) -> torch.Tensor:
-    with torch.no_grad():
-        return model(torch.tensor([seq])).logits[0, -1]
 
 
 def test_hf_processor_incremental_matches_full_prefix_and_forwards_one_token_per_row() -> None:
@@ -57,7 +38,7 @@ def test_hf_processor_incremental_matches_full_prefix_and_forwards_one_token_per
         scores = torch.randn(3, V, generator=g, dtype=torch.float64)
         a = inc(ids, scores.clone())
         b = full(ids, scores.clone())
-        ref = scores - MU * torch.stack([memory_logits(model, row.tolist()) for row in ids])
+        ref = scores - MU * torch.stack([full_prefix(model, row.tolist()) for row in ids])
         torch.testing.assert_close(a, ref, rtol=0, atol=1e-10)
         torch.testing.assert_close(b, ref, rtol=0, atol=1e-10)
         ids = torch.cat([ids, torch.randint(0, V, (3, 1), generator=g)], dim=1)
@@ -66,7 +47,7 @@ def test_hf_processor_incremental_matches_full_prefix_and_forwards_one_token_per
     fresh = torch.randint(0, V, (2, 4), generator=g)
     scores = torch.zeros(2, V, dtype=torch.float64)
     out = inc(fresh, scores.clone())
-    ref = -MU * torch.stack([memory_logits(model, row.tolist()) for row in fresh])
+    ref = -MU * torch.stack([full_prefix(model, row.tolist()) for row in fresh])
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-10)
 
 
@@ -80,7 +61,7 @@ def test_hf_processor_restarts_after_the_memory_is_trained() -> None:
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     out = proc(ids, torch.zeros(1, V))
     model.eval()
-    torch.testing.assert_close(out[0], -MU * memory_logits(model, [1, 2, 3, 4, 5]))
+    torch.testing.assert_close(out[0], -MU * full_prefix(model, [1, 2, 3, 4, 5]))
 
 
 def test_hf_processor_rejects_incremental_without_a_cache() -> None:
@@ -133,7 +114,7 @@ def test_v1_batch_core_matches_reference_through_moves_and_removals(incremental:
             if req == 3:
                 torch.testing.assert_close(out[row], scores[row], rtol=0, atol=0)
             else:
-                ref = scores[row] - MU * memory_logits(model, prompts[req] + outputs[req])
+                ref = scores[row] - MU * full_prefix(model, prompts[req] + outputs[req])
                 torch.testing.assert_close(out[row], ref, rtol=0, atol=1e-10)
         for req in where:
             outputs[req].append(int(torch.randint(0, V, (1,), generator=g)))
@@ -177,7 +158,7 @@ def test_v2_slot_core_matches_reference_with_reordered_rows_and_reused_slots() -
             if s == 6:
                 torch.testing.assert_close(out[r], scores[r], rtol=0, atol=0)
             else:
-                ref = scores[r] - MU * memory_logits(model, seqs[s])
+                ref = scores[r] - MU * full_prefix(model, seqs[s])
                 torch.testing.assert_close(out[r], ref, rtol=0, atol=1e-10)
         for s in order:  # sampled tokens are committed before the next step
             tok = int(torch.randint(0, V, (1,), generator=g))
@@ -234,7 +215,7 @@ def test_memory_checkpoint_reloads_when_the_trainer_saves(tmp_path: Path) -> Non
     ckpt = MemoryCheckpoint(str(tmp_path))
     assert not ckpt.changed()
     ids = torch.tensor([[1, 2, 3]])
-    before = memory_logits(ckpt.model, [1, 2, 3])
+    before = full_prefix(ckpt.model, [1, 2, 3])
     with torch.no_grad():
         model.lm_head.weight.mul_(2.0)
     model.save_pretrained(tmp_path)
@@ -243,7 +224,7 @@ def test_memory_checkpoint_reloads_when_the_trainer_saves(tmp_path: Path) -> Non
     assert ckpt.changed()
     ckpt.load()
     assert not ckpt.changed()
-    after = memory_logits(ckpt.model, [1, 2, 3])
+    after = full_prefix(ckpt.model, [1, 2, 3])
     with torch.no_grad():
         torch.testing.assert_close(after, model(ids).logits[0, -1])
     assert not torch.allclose(before, after)

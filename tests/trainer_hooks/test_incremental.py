@@ -5,29 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.trainer_hooks._tiny_llama import full_prefix, tiny_llama
 from trainer_hooks._errors import ShapeError
 from trainer_hooks._incremental import IncrementalCausalLM
-
-transformers = pytest.importorskip("transformers")
-
-
-def tiny_llama(seed: int = 0, vocab: int = 40) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    return transformers.LlamaForCausalLM(cfg).to(torch.float64).eval()
-
-
-def full_prefix(model: torch.nn.Module, seq: list[int]) -> torch.Tensor:
-    with torch.no_grad():
-        return model(torch.tensor([seq])).logits[0, -1]
 
 
 def test_matches_full_prefix_through_adds_removals_and_chunks() -> None:
