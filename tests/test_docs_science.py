@@ -2,9 +2,10 @@
 
 The misquotes are gone; every table, figure, theorem, appendix and section it cites for a seed
 exists in that seed's text, and every two-decimal figure it quotes from a seed appears there. The
-seed texts live outside the repository (``SHARPWATCH_SEEDS_DIR``, default ``shared/seeds`` beside
-the checkout, where CI lays it); the checks that need them skip where they are absent (and fail
-instead with SHARPWATCH_REQUIRE_SERVICES=1, as in CI), the others always run.
+seed texts live outside the repository (``SHARPWATCH_SEEDS_DIR``, else ``shared/seeds`` beside
+the checkout, where CI lays it, else /work/shared/seeds); the checks that need them skip where
+they are absent (and fail instead with SHARPWATCH_REQUIRE_SERVICES=1, as in CI), the others
+always run.
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ from pathlib import Path
 import pytest
 
 SCIENCE = Path(__file__).parents[1] / "docs" / "science.md"
-SEEDS = Path(
-    os.environ.get(
-        "SHARPWATCH_SEEDS_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "seeds")
+_SEED_DIRS = [
+    Path(p)
+    for p in (
+        os.environ.get("SHARPWATCH_SEEDS_DIR"),
+        Path(__file__).resolve().parents[2] / "shared" / "seeds",  # beside the checkout (CI)
+        "/work/shared/seeds",  # the developers' machines, for a clone made elsewhere
     )
-)
+    if p
+]
+SEEDS = next((d for d in _SEED_DIRS if d.is_dir()), _SEED_DIRS[0])
 
 
 def _sections() -> list[tuple[str, str]]:
