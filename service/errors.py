@@ -7,7 +7,6 @@ storage layer can raise them without knowing about HTTP and the app's exception 
 - ``ConflictError`` (409): a re-sent record differs from what is stored.
 - ``InvalidInputError`` (422): input passed schema validation but breaks a rule that needs the store
   (for example a step record whose group size disagrees with the run's).
-- ``UnavailableError`` (503): the database or broker cannot be reached.
 - ``ConfigurationError``: settings are unsafe or inconsistent; raised at start-up, never over HTTP.
 """
 
@@ -35,10 +34,6 @@ class ConflictError(SharpwatchError):
 
 class InvalidInputError(SharpwatchError):
     status_code = 422
-
-
-class UnavailableError(SharpwatchError):
-    status_code = 503
 
 
 class ConfigurationError(SharpwatchError, ValueError):

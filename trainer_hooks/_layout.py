@@ -34,7 +34,6 @@ class GroupLayout:
     num_groups: int
     dense_shape: tuple[int, int] | None
     host_keys: tuple[Hashable, ...] | None = None
-    host_index: tuple[int, ...] | None = None
 
     @property
     def num_responses(self) -> int:
@@ -52,19 +51,6 @@ class GroupLayout:
             return x
         want = f"{list(self.dense_shape)} or " if self.dense_shape is not None else ""
         raise ShapeError(f"{name} has shape {list(x.shape)}; expected {want}[{self.num_responses}]")
-
-    def group_of_response_host(self) -> torch.Tensor | None:
-        """Group number of every response as a CPU tensor, when known without a device copy."""
-        if self.host_index is not None:
-            return torch.tensor(self.host_index, dtype=torch.int64)
-        if self.dense_shape is not None:
-            b, g = self.dense_shape
-            return torch.arange(b, dtype=torch.int64).repeat_interleave(g)
-        return None
-
-    def per_response(self, per_group: torch.Tensor) -> torch.Tensor:
-        """Broadcast a ``[B, ...]`` per-group tensor to ``[N, ...]``."""
-        return per_group.index_select(0, self.index)
 
 
 def segment_sum(values: torch.Tensor, index: torch.Tensor, num_segments: int) -> torch.Tensor:
@@ -133,5 +119,4 @@ def make_layout(
         num_groups=len(numbering),
         dense_shape=None,
         host_keys=tuple(numbering),
-        host_index=tuple(host_index),
     )

@@ -212,17 +212,6 @@ def deliver(session: Session, run_id: int) -> list[Command]:
     return commands
 
 
-def has_outstanding(session: Session, run_id: int) -> bool:
-    return (
-        session.scalar(
-            select(Command.id)
-            .where(Command.run_id == run_id, Command.status.in_(OUTSTANDING))
-            .limit(1)
-        )
-        is not None
-    )
-
-
 def acknowledge(session: Session, run_id: int, command_id: int, ack: CommandAck) -> Command:
     """Record the trainer's ack as a compare-and-set: only an outstanding command moves, so of
     concurrent acks exactly one wins; the same ack again is idempotent (200, nothing changes); a
