@@ -47,8 +47,12 @@ from trainer_hooks._spool import (
 log = logging.getLogger("trainer_hooks.client")
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# The token is missing, revoked or of the wrong kind: the records wait until one works again.
+_AUTH_STATUS = frozenset({401, 403})
 # Set on the next step record after damaged spool lines were skipped: how many so far.
 BAD_LINES_METRIC = "client_spool_bad_lines"
+# Set on the next step record after the service refused the client's token: how many so far.
+AUTH_FAILURES_METRIC = "client_auth_failures"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,8 @@ class SharpwatchClient:
             every write).
         exit_flush_timeout: on SIGTERM, seconds to let a reachable service take what is unsent
             before the process ends (the rest stays in the log for the next start).
+        auth_retry_interval: seconds between attempts while the service refuses the token (401,
+            403); records stay in the log meanwhile, and :meth:`set_token` retries at once.
     """
 
     def __init__(
@@ -141,6 +147,7 @@ class SharpwatchClient:
         spool_warn_records: int = 10_000,
         fsync_interval: float = 1.0,
         exit_flush_timeout: float = 2.0,
+        auth_retry_interval: float = 60.0,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigurationError(
@@ -166,6 +173,10 @@ class SharpwatchClient:
             raise ConfigurationError(
                 f"exit_flush_timeout must be ≥ 0 seconds, got {exit_flush_timeout}"
             )
+        if auth_retry_interval <= 0:
+            raise ConfigurationError(
+                f"auth_retry_interval must be > 0 seconds, got {auth_retry_interval}"
+            )
         headers = {"user-agent": "sharpwatch-trainer-hooks"}
         if token:
             headers["authorization"] = f"Bearer {token}"
@@ -179,6 +190,12 @@ class SharpwatchClient:
         self._max_backoff = max_backoff
         self._fsync_interval = fsync_interval
         self._exit_flush_timeout = exit_flush_timeout
+        self._auth_retry_interval = auth_retry_interval
+        self._token_source = "the token given to the client (token=, e.g. SHARPWATCH_TOKEN)"
+        self._token_generation = 0  # bumped by set_token(): ends the wait after a refusal
+        self._token_to_register: str | None = None  # set_token()'s, tried for registration
+        self._auth_refused: str | None = None  # the service refuses the token: why, what to do
+        self._auth_failures_reported = 0
         self._spool_dir: Path | None = (
             None
             if spool_dir is False
@@ -209,6 +226,7 @@ class SharpwatchClient:
         self.rejected = 0
         self.sent = 0
         self.bad_lines = 0  # damaged log lines skipped
+        self.auth_failures = 0  # sends the service refused for the token (401, 403)
         self.restarts = 0  # times the writer or sender thread was restarted after an exception
         self.last_error: str | None = None
         self.flush_error: str | None = None  # why the last flush() returned False
@@ -301,6 +319,7 @@ class SharpwatchClient:
         if self._run.ingest_token:
             # From now on act as this run only: the operator token registered it.
             self._http.headers["authorization"] = f"Bearer {self._run.ingest_token}"
+            self._token_source = "this run's ingest token (issued when the run was registered)"
         for callback in self._on_registered:
             try:
                 callback(self._run)
@@ -315,6 +334,20 @@ class SharpwatchClient:
     def http(self) -> httpx.Client:
         """The underlying HTTP client (shared with the command poller)."""
         return self._http
+
+    def set_token(self, token: str) -> None:
+        """Send with ``token`` from now on (steps and commands), and retry what waits at once:
+        the way back after the service refused the token (:attr:`flush_error` says so). An
+        operator token registers the run again, as a restarted trainer would, and the client
+        continues with the new ingest token the service returns; any other token (this run's
+        ingest token from ``sharpwatch tokens create --kind ingest --run ID``) is used as is."""
+        with self._cond:
+            self._http.headers["authorization"] = f"Bearer {token}"
+            self._token_source = "the token given to set_token()"
+            self._token_to_register = token if self._spec is not None else None
+            self._token_generation += 1
+            self._auth_refused = None  # a refusal of this token is reported anew
+            self._cond.notify_all()
 
     @property
     def last_spooled_step(self) -> int | None:
@@ -385,13 +418,11 @@ class SharpwatchClient:
                 return
             if self.bad_lines > self._bad_lines_reported:
                 # Damaged log lines were skipped since the last record: say so in this one.
-                if isinstance(clean, DeferredRecord):
-                    metrics = dict(clean.metrics)
-                    metrics[BAD_LINES_METRIC] = float(self.bad_lines)
-                    clean = clean.with_metrics(metrics, clean.non_finite)
-                else:
-                    clean["metrics"][BAD_LINES_METRIC] = float(self.bad_lines)
+                clean = _with_metric(clean, BAD_LINES_METRIC, float(self.bad_lines))
                 self._bad_lines_reported = self.bad_lines
+            if self.auth_failures > self._auth_failures_reported:
+                clean = _with_metric(clean, AUTH_FAILURES_METRIC, float(self.auth_failures))
+                self._auth_failures_reported = self.auth_failures
             if len(self._records) + len(self._lines) >= self._max_queue:
                 if self._wal is not None and not self._lines:
                     self._write_behind_locked()  # the writer lags: help it, drop nothing
@@ -474,7 +505,7 @@ class SharpwatchClient:
             if self._wal is not None
             else "held in memory (no spool)"
         )
-        reason = self.last_error or "the sender is still working through them"
+        reason = self._auth_refused or self.last_error or "the sender is still working through them"
         return (
             f"{self._pending_locked()} step records not acknowledged after {timeout:g} s, "
             f"{where}; last error: {reason}"
@@ -731,6 +762,8 @@ class SharpwatchClient:
             if job is None:
                 return
             lines, wal_end, consumed = job
+            with self._cond:
+                generation = self._token_generation
             retry = self._deliver(lines) if lines else False
             with self._cond:
                 if not retry:
@@ -743,9 +776,24 @@ class SharpwatchClient:
                 continue
             if closing:
                 return  # unsent records stay in the log (or memory) for close() to report
+            if self._auth_refused is not None:
+                self._wait_for_auth(generation)
+                continue
             backoff = min(self._max_backoff, max(0.1, backoff * 2))
             with self._cond:
                 self._cond.wait(backoff * random.uniform(0.5, 1.0))
+
+    def _wait_for_auth(self, generation: int) -> None:
+        """After a refused token: wait ``auth_retry_interval`` (not woken by new records, so a
+        refusing service is asked once per interval), or until :meth:`set_token` (since the
+        attempt began) or close."""
+        with self._cond:
+            deadline = time.monotonic() + self._auth_retry_interval
+            while not self._closed and self._token_generation == generation:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(remaining)
 
     def _next_job(self) -> tuple[list[bytes], int | None, int] | None:
         """The next batch: its lines, the log offset after them (None: from memory) and how
@@ -815,15 +863,9 @@ class SharpwatchClient:
         service refuses for good (422, a 409 conflicting re-send) are dropped one by one with an
         error log; a 413 splits the batch down to single records, and a single record over the
         limit is reported once (its size and the service setting to raise) and dropped."""
-        if self._run is None:
-            if self._spec is None:
-                return True
-            try:
-                self._register(self._spec)
-            except ServiceError as exc:
-                self.last_error = str(exc)
-                return True
-            assert self._run is not None
+        if not self._register_if_needed():
+            return True
+        assert self._run is not None
         if self._max_body is not None and len(lines) == 1:
             size = body_size(lines)
             if size > self._max_body:
@@ -843,8 +885,12 @@ class SharpwatchClient:
             if response.status_code == 200:
                 self.sent += len(lines)
                 self.last_error = None
+                self._auth_accepted()
                 return False
             self.last_error = f"HTTP {response.status_code}: {response.text[:300]}"
+            if response.status_code in _AUTH_STATUS:
+                self._refused_token(response.status_code, _detail(response), "send steps")
+                return True  # nothing is dropped: the records wait in the log for a token
             if response.status_code == 413:
                 return self._split(lines, len(body), response)
             if response.status_code in _RETRYABLE_STATUS:
@@ -861,6 +907,76 @@ class SharpwatchClient:
             self.rejected += len(bad)
             lines = [line for i, line in enumerate(lines) if i not in bad]
         return False
+
+    def _register_if_needed(self) -> bool:
+        """Register the run when it is not known yet, or again with set_token()'s token (an
+        operator's gets a new ingest token; another kind is refused 403 and kept for sending).
+        False when registration has to be retried later."""
+        token, self._token_to_register = self._token_to_register, None
+        if self._run is not None and token is None:
+            return True
+        if self._spec is None:
+            return self._run is not None
+        try:
+            self._register(self._spec)
+        except ServiceError as exc:
+            self.last_error = str(exc)
+            if exc.status_code == 403 and self._run is not None:
+                return True  # not an operator token: send the steps with it as it is
+            if exc.status_code in _AUTH_STATUS:
+                self._refused_token(exc.status_code, str(exc), "register the run")
+            return False
+        return True
+
+    def _refused_token(self, status: int, detail: str, attempt: str) -> None:
+        """The service refused the token: count it, keep every record, and say once per token
+        which token it was, for which run, and what to do."""
+        with self._cond:
+            self.auth_failures += 1
+            first = self._auth_refused is None
+            run = self._run
+            where = (
+                f"kept in the spool {self._wal.path}"
+                if self._wal is not None
+                else f"held in memory (no spool; at most max_queue={self._max_queue})"
+            )
+            pending = self._pending_locked()
+        what = (
+            f"run {run.id} ({run.project}/{run.name})"
+            if run is not None
+            else f"run {self._spec['project']}/{self._spec['name']}"
+            if self._spec is not None
+            else "this run"
+        )
+        if "authorization" not in self._http.headers:
+            token = "no token (the service requires one)"
+        else:
+            token = self._token_source
+        fix = (
+            "registering a run needs an operator token: pass token= (e.g. from "
+            "SHARPWATCH_TOKEN) or call client.set_token(<operator token>)"
+            if run is None
+            else "check whether it was revoked or rotated by another registration of the same "
+            "run (`sharpwatch tokens list --all`), then call client.set_token(<operator token>) "
+            "to register the run again, or client.set_token(<ingest token>) with one from "
+            f"`sharpwatch tokens create --kind ingest --run {run.id}`, or restart the trainer "
+            "with SHARPWATCH_TOKEN set to an operator token: it resumes from the same spool"
+        )
+        message = (
+            f"the service refused {token} to {attempt} for {what} (HTTP {status}: {detail}); "
+            f"{pending} step records are {where} and nothing is lost; retrying every "
+            f"{self._auth_retry_interval:g} s; to fix: {fix}"
+        )
+        self._auth_refused = message
+        self.last_error = message
+        if first:
+            log.error("sharpwatch: %s", message)
+
+    def _auth_accepted(self) -> None:
+        if self._auth_refused is None:
+            return
+        self._auth_refused = None
+        log.warning("sharpwatch: the service accepts the token again; sending what waited")
 
     def _split(self, lines: list[bytes], size: int, response: httpx.Response) -> bool:
         limit = _body_limit(response) or size // 2  # unknown limit: halve
@@ -893,6 +1009,24 @@ class SharpwatchClient:
             f"step {step} ({size} bytes) exceeds the service's body limit ({limit} bytes); "
             "raise SHARPWATCH_MAX_BODY_BYTES"
         )
+
+
+def _with_metric(
+    record: dict[str, Any] | DeferredRecord, name: str, value: float
+) -> dict[str, Any] | DeferredRecord:
+    if isinstance(record, DeferredRecord):
+        return record.with_metrics({**record.metrics, name: value}, record.non_finite)
+    record["metrics"][name] = value
+    return record
+
+
+def _detail(response: httpx.Response) -> str:
+    """The service's reason (``detail``), else the start of the body."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail) if detail else response.text[:300]
 
 
 def _body_limit(response: httpx.Response) -> int | None:
