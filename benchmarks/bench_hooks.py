@@ -145,8 +145,8 @@ def bench_wal(steps: int = 200, repeats: int = 30) -> dict[str, dict[str, float]
             assert client.flush(timeout=120), client.flush_error
             cpu = (time.process_time() - cpu0) / steps
             client.close()
-            monitor = Monitor(group_size=g, kl_beta=0.04)
-            monitor.sender = _client(directory, name == "wal")
+            sender = _client(directory, name == "wal")
+            monitor = Monitor(group_size=g, kl_beta=0.04, sender=sender)
             for _ in range(3):
                 monitor.step(inputs)
             times = []
@@ -154,7 +154,7 @@ def bench_wal(steps: int = 200, repeats: int = 30) -> dict[str, dict[str, float]
                 t0 = time.perf_counter()
                 monitor.step(inputs)
                 times.append(time.perf_counter() - t0)
-            monitor.sender.close()  # type: ignore[attr-defined]
+            sender.close()
             out[name] = {
                 "submit_us": statistics.median(submit) * 1e6,
                 "submit_p99_us": sorted(submit)[int(0.99 * len(submit))] * 1e6,
@@ -166,16 +166,19 @@ def bench_wal(steps: int = 200, repeats: int = 30) -> dict[str, dict[str, float]
 
 
 class _TimedMonitor(Monitor):
-    """Times the host side after the step's one copy (metrics, record, hand-off to the sender)."""
+    """Times the host side after the step's one copy (metrics, hand-off to the senders)."""
 
     host_times: list[float] = []  # noqa: RUF012 (replaced per instance after warm-up)
 
-    def _finish(self, *args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
+    def _host_metrics(self, *args: Any, **kwargs: Any) -> Any:
+        self._t0 = time.perf_counter()
+        return super()._host_metrics(*args, **kwargs)
+
+    def _deliver(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super()._finish(*args, **kwargs)
+            return super()._deliver(*args, **kwargs)
         finally:
-            self.host_times.append(time.perf_counter() - t0)
+            self.host_times.append(time.perf_counter() - self._t0)
 
 
 def bench_trainer(steps: int = 60, gap: float = 0.02) -> dict[str, dict[str, list[float]]]:
@@ -193,10 +196,11 @@ def bench_trainer(steps: int = 60, gap: float = 0.02) -> dict[str, dict[str, lis
     out: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as directory:
         for name, inputs in (("full", full), ("no_tokens", no_tokens)):
-            monitors = {}
+            monitors, clients = {}, {}
             for mode in ("before", "after"):
-                m = _TimedMonitor(group_size=g, kl_beta=0.04)
-                m.sender = _client(os.path.join(directory, f"{name}-{mode}"), True)
+                client = _client(os.path.join(directory, f"{name}-{mode}"), True)
+                m = _TimedMonitor(group_size=g, kl_beta=0.04, sender=client)
+                clients[mode] = client
                 m._defer_records = mode == "after"
                 for _ in range(3):
                     m.step(inputs)
@@ -211,9 +215,9 @@ def bench_trainer(steps: int = 60, gap: float = 0.02) -> dict[str, dict[str, lis
                     times[mode].append(time.perf_counter() - t0)
                     times[f"cpu_{mode}"].append(time.thread_time() - c0)
                     time.sleep(gap)  # forward/backward: a GPU trainer waits, the GIL is free
-            for m in monitors.values():
-                assert m.sender.flush(timeout=120)  # type: ignore[union-attr]
-                m.sender.close()  # type: ignore[union-attr]
+            for client in clients.values():
+                assert client.flush(timeout=120)
+                client.close()
             times["host_before"] = monitors["before"].host_times
             times["host_after"] = monitors["after"].host_times
             out[name] = times
@@ -252,7 +256,7 @@ def _print_trainer() -> None:
         for kind, prefix in (
             ("wall", ""),
             ("CPU of the training thread", "cpu_"),
-            ("host side after the copy (`_finish`), wall", "host_"),
+            ("host side after the copy, wall", "host_"),
         ):
             if prefix + "before" not in res[key]:
                 continue

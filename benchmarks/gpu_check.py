@@ -39,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import trainer_hooks._monitor as monitor_mod  # noqa: E402
+import trainer_hooks._sections as monitor_mod  # noqa: E402
 from trainer_hooks import Monitor, StepInputs, grpo_advantages, token_entropy  # noqa: E402
 
 GPU_ENTROPY_SHAPE = (8, 4096, 152064)

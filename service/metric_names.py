@@ -63,6 +63,38 @@ STEP_METRICS: tuple[MetricSpec, ...] = (
 
 STEP_METRIC_NAMES: frozenset[str] = frozenset(m.name for m in STEP_METRICS)
 
+#: Step metrics the trainer hooks (``trainer_hooks.Monitor``) report beyond the standard ones:
+#: the counts and settings behind them. They travel in the record's ``metrics`` like the
+#: standard ones and are stored with the step as extras (no column; detectors may read them).
+HOOK_STEP_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("reward_var_observed", "reward units^2", "mean within-group reward variance [§1]"),
+    MetricSpec(
+        "reward_var_expected", "reward units^2", "mean of p(1-p)(G-1)/G, p = success_rate [§1]"
+    ),
+    MetricSpec("p_star", "fraction 0..1", "p*(G) = 1 - 2^(-1/G) of the run's G [§1]"),
+    MetricSpec("entropy_tokens", "count", "response tokens the entropy averages over [§7]"),
+    MetricSpec("entropy_empty_rows", "count", "unmasked positions whose logits were all -inf [§7]"),
+    MetricSpec("iac", "flag 0/1", "IAC applied to the returned advantages [§3]"),
+    MetricSpec(
+        "iac_s_plus_threshold", "flag 0/1", "IAC counts S+ by reward threshold, not A > 0 [§7]"
+    ),
+    MetricSpec("zprime_queries", "count", "queries of the step that have a Z'(q) [§2, §7]"),
+    MetricSpec("zprime_beta", "dimensionless", "the beta Z'(q) was computed with [§2]"),
+    MetricSpec(
+        "zprime_beta_is_reference", "flag 0/1", "beta is the reference beta (run has no KL) [§2]"
+    ),
+    MetricSpec(
+        "zprime_exact_support", "flag 0/1", "Z'(q) from sequence log-probs, not Good-Turing [§7]"
+    ),
+    MetricSpec("zprime_pi_is_reference", "flag 0/1", "those log-probs are pi_ref's [§7]"),
+    MetricSpec("reward_accuracy_agree", "count", "responses whose pseudo = oracle reward [§4]"),
+    MetricSpec("reward_accuracy_total", "count", "responses reward accuracy counts [§4, §7]"),
+    MetricSpec("collapse_threshold", "fraction 0..1", "Model Collapse Step threshold [§4]"),
+    MetricSpec("model_collapse_step", "step", "first step with reward accuracy < threshold [§4]"),
+)
+
+HOOK_STEP_METRIC_NAMES: frozenset[str] = frozenset(m.name for m in HOOK_STEP_METRICS)
+
 QUERY_FIELDS: tuple[MetricSpec, ...] = (
     MetricSpec("entropy", "nats", "mean token entropy of this query's responses"),
     MetricSpec(

@@ -92,7 +92,7 @@ class RunSession:
             spool_dir=spool_dir,
             fsync_interval=fsync_interval,
         )
-        self.monitor.sender = self.client
+        self.monitor.add_sender(self.client)
         run_config = dict(config or {})
         if kl_beta == 0.0 and self.monitor.reference_beta is not None:
             run_config.setdefault("reference_beta", self.monitor.reference_beta)

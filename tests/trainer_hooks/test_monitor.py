@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-import trainer_hooks._monitor as monitor_mod
+import trainer_hooks._sections as monitor_mod
 import trainer_hooks._sync as sync_mod
 from trainer_hooks import (
     ConfigurationError,

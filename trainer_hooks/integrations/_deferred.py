@@ -20,10 +20,11 @@ from typing import Any
 
 from trainer_hooks._record import DeferredRecord, DeferredStepSender
 from trainer_hooks._types import StepSender
+from trainer_hooks._watch import RunSession
 
 log = logging.getLogger("trainer_hooks.integrations")
 
-__all__ = ["DeferredSender"]
+__all__ = ["DeferredSender", "hold_records"]
 
 
 class DeferredSender:
@@ -118,3 +119,19 @@ class DeferredSender:
                 target.submit(record)
         except Exception:
             log.exception("sharpwatch sender failed at step %s (ignored)", step)
+
+
+def hold_records(session: RunSession) -> DeferredSender:
+    """Route the session's records to its client through a new :class:`DeferredSender`.
+
+    The deferred sender joins the monitor's senders and forwards to the session's client, which
+    leaves the monitor's list (the client then gets each record once, completed); other senders
+    stay and get every record at once. With no client (no URL, or rank > 0) records are held
+    and completed for the framework's loggers only."""
+    client = session.client
+    deferred = DeferredSender(client)
+    monitor = session.monitor
+    monitor.add_sender(deferred)
+    if client is not None and any(s is client for s in monitor.senders):
+        monitor.remove_sender(client)
+    return deferred

@@ -34,7 +34,7 @@ from trl.trainer.grpo_trainer import GRPOTrainer
 from trainer_hooks._errors import ConfigurationError
 from trainer_hooks._types import StepInputs, StepResult
 from trainer_hooks._watch import RunSession
-from trainer_hooks.integrations._deferred import DeferredSender
+from trainer_hooks.integrations._deferred import hold_records
 from trainer_hooks.integrations._logged import ServiceStatus, logged_metrics
 
 __all__ = [
@@ -114,8 +114,7 @@ class SharpwatchCallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
         self._keys: list[Hashable] = []
         self._n_funcs = 0
         # Records of steps computed at generation time (IACGRPOTrainer) wait for TRL's log.
-        self.deferred = DeferredSender(session.monitor.sender)
-        session.monitor.sender = self.deferred
+        self.deferred = hold_records(session)
         self.last_result: StepResult | None = None
         self.status: ServiceStatus | None = None
         self._bound: Any = None

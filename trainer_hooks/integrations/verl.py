@@ -43,7 +43,7 @@ from trainer_hooks._iac import iac_calibrate
 from trainer_hooks._layout import make_layout, segment_sum
 from trainer_hooks._types import StepInputs, StepResult
 from trainer_hooks._watch import RunSession, watch
-from trainer_hooks.integrations._deferred import DeferredSender
+from trainer_hooks.integrations._deferred import hold_records
 from trainer_hooks.integrations._logged import ServiceStatus, logged_metrics
 
 __all__ = [
@@ -360,8 +360,7 @@ class SharpwatchVerlTap:
     ) -> None:
         self.session = session
         self.metrics = dict(metrics)
-        self.deferred = DeferredSender(session.monitor.sender)
-        session.monitor.sender = self.deferred
+        self.deferred = hold_records(session)
         self.last_result: StepResult | None = None
         #: The ``sharpwatch/...`` numbers of the step :meth:`log` last completed ({} if none).
         self.last_logged: dict[str, float] = {}

@@ -1,0 +1,156 @@
+"""Monitor: a list of senders (add/remove), per-section metrics named by the metric table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from service.metric_names import HOOK_STEP_METRIC_NAMES, QUERY_FIELDS, STEP_METRIC_NAMES
+from trainer_hooks import (
+    ConfigurationError,
+    Monitor,
+    ProbeInputs,
+    StepInputs,
+    grpo_advantages,
+    watch,
+)
+from trainer_hooks._record import DeferredRecord
+from trainer_hooks._sections import SECTIONS, StepPacker
+from trainer_hooks.integrations._deferred import DeferredSender, hold_records
+
+B, G, T, V = 3, 4, 5, 11
+
+
+def _inputs(**over: Any) -> StepInputs:
+    gen = torch.Generator().manual_seed(0)
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0] * 4, [1.0, 1.0, 1.0, 0.0]])
+    kw: dict[str, Any] = {
+        "rewards": r,
+        "advantages": grpo_advantages(r),
+        "answer_keys": list("abcc" + "xxyy" + "aaab"),
+        "logits": torch.randn(B, G, T, V, generator=gen),
+        "mask": torch.ones(B, G, T),
+        "oracle_rewards": r.flip(-1),
+        "token_ids": torch.randint(0, 3, (B, G, T), generator=gen),
+        "ref_logprobs": torch.full((B, G), -2.0),
+        "loss": torch.tensor(0.25),
+        "grad_norm": 1.5,
+        "kl": 0.01,
+        "probe": ProbeInputs(r, token_entropy=torch.ones(B, G, T)),
+        "extra": {"lr": 1e-6, "clip_frac": torch.tensor(0.1)},
+    }
+    kw.update(over)
+    return StepInputs(**kw)
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.records: list[dict[str, object]] = []
+
+    def submit(self, record: dict[str, object]) -> None:
+        self.records.append(record)
+
+
+class _DeferredSink(_Sink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.deferred: list[DeferredRecord] = []
+
+    def submit_deferred(self, record: DeferredRecord) -> None:
+        self.deferred.append(record)
+
+
+class _Broken:
+    def submit(self, record: dict[str, object]) -> None:
+        raise RuntimeError("sender down")
+
+
+def test_every_sender_gets_each_record_in_order_added() -> None:
+    first, second = _Sink(), _DeferredSink()
+    m = Monitor(group_size=G, kl_beta=0.05, sender=first)
+    m.add_sender(second)
+    assert m.senders == (first, second)
+    res = m.step(_inputs())
+    assert first.records == [res.record]
+    assert len(second.deferred) == 1
+    assert second.records == []
+    assert second.deferred[0].build() is res.record  # one record, built once, shared
+
+
+def test_removed_sender_gets_nothing_more() -> None:
+    a, b = _Sink(), _Sink()
+    m = Monitor(group_size=G, kl_beta=0.05)
+    m.add_sender(a)
+    m.add_sender(b)
+    m.step(_inputs())
+    m.remove_sender(a)
+    m.step(_inputs())
+    assert [r["step"] for r in a.records] == [0]
+    assert [r["step"] for r in b.records] == [0, 1]
+    assert m.senders == (b,)
+
+
+def test_sender_list_is_validated() -> None:
+    a = _Sink()
+    m = Monitor(group_size=G, kl_beta=0.05, sender=a)
+    with pytest.raises(ConfigurationError, match="already attached"):
+        m.add_sender(a)
+    with pytest.raises(ConfigurationError, match="not attached"):
+        m.remove_sender(_Sink())
+    with pytest.raises(ConfigurationError, match="StepSender"):
+        m.add_sender(object())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="StepSender"):
+        Monitor(group_size=G, kl_beta=0.05, sender=object())  # type: ignore[arg-type]
+
+
+def test_a_failing_sender_does_not_starve_the_others() -> None:
+    ok = _Sink()
+    m = Monitor(group_size=G, kl_beta=0.05, sender=_Broken())
+    m.add_sender(ok)
+    m.step(_inputs())
+    m.step(_inputs())
+    assert m.sender_errors == 2
+    assert [r["step"] for r in ok.records] == [0, 1]
+
+
+def test_hold_records_joins_the_senders_and_keeps_the_others() -> None:
+    """An integration's DeferredSender is added to the monitor's list; a sender the loop
+    attached itself keeps getting every record at once."""
+    mine = _Sink()
+    with watch(None, name="senders", group_size=G, kl_beta=0.05, sender=mine) as run:
+        deferred = hold_records(run)
+        assert isinstance(deferred, DeferredSender)
+        assert run.monitor.senders == (mine, deferred)
+        res = run.step(_inputs())
+        assert mine.records == [res.record]
+        assert deferred.pending_step == 0
+        assert deferred.complete({"entropy": 0.5}) == 0
+
+
+def test_every_metric_the_monitor_emits_is_in_the_metric_table() -> None:
+    m = Monitor(group_size=G, kl_beta=0.05)
+    inputs = _inputs()
+    res = m.step(inputs)
+    table = STEP_METRIC_NAMES | HOOK_STEP_METRIC_NAMES
+    passthrough = set(inputs.extra)
+    assert set(res.metrics) - passthrough <= table, set(res.metrics) - passthrough - table
+    for q in res.record["queries"]:  # type: ignore[attr-defined]
+        assert {f.name for f in QUERY_FIELDS} <= set(q)
+
+
+def test_a_section_cannot_emit_a_name_outside_the_table() -> None:
+    pk = StepPacker(torch.device("cpu"))
+    with pytest.raises(KeyError, match="not in the metric table"):
+        pk.add("entropy_typo", torch.tensor(1.0))
+    pk.add("entropy", torch.tensor(1.0))
+    pk.add_passthrough("lr", torch.tensor(1e-6))  # the caller's own names pass through
+    assert set(pk.fetch()) == {"entropy", "lr"}
+
+
+def test_sections_are_small_named_units() -> None:
+    names = [s.__name__ for s in SECTIONS]
+    assert names.index("iac_section") < names.index("zprime_section")
+    assert names.index("length_section") < names.index("repetition_section")
+    assert all(n.endswith("_section") for n in names)
