@@ -258,8 +258,8 @@ def _tail(prompt: Sequence[int], output: Sequence[int], start: int) -> list[int]
     return [*prompt[start:], *output]
 
 
-class DLCBatchCore:
-    """DLC for vLLM's V1 model runner: per-row request tracking + memory-logit subtraction.
+class _DLCCore:
+    """What both model runners' cores hold: μ and the memory runner.
 
     ``memory`` is a :class:`DLCMemory`, a :class:`CausalLMMemory` or a causal LM module;
     ``incremental`` (default: when the model takes a KV cache) keeps one cache per request.
@@ -276,8 +276,21 @@ class DLCBatchCore:
         default_mu = memory.mu if isinstance(memory, DLCMemory) else DEFAULT_MU
         self.mu = default_mu if mu is None else float(mu)
         self.runner = _MemoryRunner(memory, incremental=incremental, pad_id=pad_id)
-        # row -> (request key, prompt ids, live output ids)
-        self.rows: dict[int, tuple[int, Sequence[int], Sequence[int]]] = {}
+        self._track_no_requests()
+
+    def _track_no_requests(self) -> None:
+        """Start the core's request bookkeeping empty (each runner keys requests its own way)."""
+        raise NotImplementedError
+
+
+class DLCBatchCore(_DLCCore):
+    """DLC for vLLM's V1 model runner: per-row request tracking + memory-logit subtraction
+    (arguments: :class:`_DLCCore`)."""
+
+    rows: dict[int, tuple[int, Sequence[int], Sequence[int]]]  # row -> (key, prompt, output)
+
+    def _track_no_requests(self) -> None:
+        self.rows = {}
 
     def _drop(self, index: int) -> None:
         old = self.rows.pop(index, None)
@@ -341,21 +354,14 @@ class DLCBatchCore:
         return self.runner.step(keys, news)
 
 
-class DLCSlotCore:
-    """DLC for vLLM's Model Runner V2: per-slot state, rows mapped to slots each step."""
+class DLCSlotCore(_DLCCore):
+    """DLC for vLLM's Model Runner V2: per-slot state, rows mapped to slots each step
+    (arguments: :class:`_DLCCore`)."""
 
-    def __init__(
-        self,
-        memory: DLCMemory | MemoryModule | nn.Module,
-        mu: float | None = None,
-        pad_id: int = 0,
-        *,
-        incremental: bool | None = None,
-    ) -> None:
-        default_mu = memory.mu if isinstance(memory, DLCMemory) else DEFAULT_MU
-        self.mu = default_mu if mu is None else float(mu)
-        self.runner = _MemoryRunner(memory, incremental=incremental, pad_id=pad_id)
-        self.slots: dict[int, int] = {}  # slot -> request key
+    slots: dict[int, int]  # slot -> request key
+
+    def _track_no_requests(self) -> None:
+        self.slots = {}
 
     def add_request(self, slot: int, sampling_params: Any) -> bool:
         old = self.slots.pop(int(slot), None)
