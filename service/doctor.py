@@ -38,11 +38,9 @@ class Check:
 
 
 def _database(settings: Settings) -> Check:
-    from sqlalchemy.exc import SQLAlchemyError
-
     from service.db.engine import make_engine
-    from service.db.migrate import current_revision, head_revision
     from service.preflight import check_database
+    from service.storage.schema import schema_status
 
     try:
         check_database(settings)
@@ -50,19 +48,13 @@ def _database(settings: Settings) -> Check:
         return Check("database", "FAIL", exc.message)
     engine = make_engine(settings.database_url)
     try:
-        current, head = current_revision(engine), head_revision(engine)
-    except SQLAlchemyError as exc:
-        return Check("database", "FAIL", f"cannot read the schema revision: {exc}")
+        status = schema_status(engine)
     finally:
         engine.dispose()
-    if current != head:
-        return Check(
-            "database",
-            "FAIL",
-            f"schema at revision {current}, the code needs {head}",
-            "run `sharpwatch db upgrade` (or start `sharpwatch serve`, which migrates)",
-        )
-    return Check("database", "ok", f"reachable, schema at head ({head})")
+    if not status.ready:
+        detail = f"{status.problem} ({status.cause})" if status.cause else status.problem
+        return Check("database", "FAIL", detail, status.fix)
+    return Check("database", "ok", f"reachable, schema at head ({status.head})")
 
 
 def _redis(settings: Settings) -> Check:

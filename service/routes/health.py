@@ -7,11 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine
 
-from service.db.migrate import current_revision, head_revision
 from service.deps import BrokerDep, SettingsDep
+from service.storage.schema import schema_status
 
 router = APIRouter(tags=["health"])
 
@@ -22,18 +21,13 @@ async def healthz() -> dict[str, str]:
 
 
 def _database_check(engine: Engine) -> dict[str, Any]:
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        current, head = current_revision(engine), head_revision(engine)
-    except SQLAlchemyError as exc:
-        return {"ok": False, "error": f"database unreachable: {type(exc).__name__}"}
-    if current != head:
+    status = schema_status(engine)
+    if not status.ready:
         return {
             "ok": False,
-            "error": f"schema at {current}, head is {head}: run `sharpwatch db upgrade`",
+            "error": f"{status.problem}: {status.fix}" if status.fix else status.problem,
         }
-    return {"ok": True, "revision": current}
+    return {"ok": True, "revision": status.current}
 
 
 @router.get(
