@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,16 +34,15 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.base import utcnow
-from service.db.models import Alert, Command, Run, Step
 from service.detectors import DetectorConfig
 from service.detectors.names import RULE_NAMES, p_star
 from service.query_histograms import HISTOGRAMS
 from service.settings import Settings
+from service.storage.run_state import read_run_state
 
 log = logging.getLogger(__name__)
 
@@ -339,44 +337,12 @@ class RunState:
     # -- internals ----------------------------------------------------------------------------
     def _render(self, session: Session) -> str:
         now = self._clock()
-        active = or_(Run.finished_at.is_(None), Run.finished_at > now - self._grace)
-        rows = session.execute(
-            select(
-                Run.id,
-                Run.project,
-                Run.name,
-                Run.group_size,
-                Run.status,
-                Run.verdict,
-                Run.alpha,
-                Run.alpha_pinned,
-                Run.model_collapse_step,
-                Run.last_step,
-                Run.last_step_at,
-                *(getattr(Step, column) for _, column in STEP_GAUGES),
-                Step.alpha.label("step_alpha"),
-                Step.non_finite,
-                Step.query_histograms,
-            )
-            .outerjoin(Step, and_(Step.run_id == Run.id, Step.step == Run.last_step))
-            .where(active)
-            .order_by(Run.id)
-        ).all()
-        alerts: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
-        for run_id, rule, severity, count in session.execute(
-            select(Alert.run_id, Alert.rule, Alert.severity, func.count())
-            .where(Alert.status == "open")
-            .group_by(Alert.run_id, Alert.rule, Alert.severity)
-        ):
-            alerts[run_id].append((rule, severity, count))
-        commands: dict[int, dict[tuple[str, str], int]] = defaultdict(dict)
-        active_ids = select(Run.id).where(active).scalar_subquery()
-        for run_id, kind, status, count in session.execute(
-            select(Command.run_id, Command.kind, Command.status, func.count())
-            .where(Command.run_id.in_(active_ids))
-            .group_by(Command.run_id, Command.kind, Command.status)
-        ):
-            commands[run_id][(kind, status)] = count
+        state = read_run_state(
+            session,
+            finished_after=now - self._grace,
+            step_columns=[column for _, column in STEP_GAUGES],
+        )
+        rows, alerts, commands = state.runs, state.open_alerts, state.commands
 
         lines: dict[str, list[str]] = {family.name: [] for family in RUN_FAMILIES}
         histogram_lines: dict[str, list[str]] = {key: [] for key in HISTOGRAM_FAMILIES}
