@@ -33,9 +33,9 @@ from service.db.base import utcnow
 from service.db.engine import make_engine, make_session_factory
 from service.db.migrate import upgrade
 from service.db.models import Alert, Command, Run, Step
-from service.metric_names import STEP_METRIC_NAMES
 from service.query_histograms import summarize
 from service.settings import Settings
+from service.wire.metrics import STEP_METRIC_NAMES
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Each section reads the step's inputs (:class:`StepContext`), computes its metrics on the
 tensors' device and adds them to the step's :class:`StepPacker` under names from the metric
-table (``service/metric_names.py``; per-query columns as ``q_<field>``). :func:`measure` runs
+table (``service/wire/metrics.py``; per-query columns as ``q_<field>``). :func:`measure` runs
 the sections in order and copies everything the host needs with the step's one
 device-to-host copy (:func:`trainer_hooks._sync.to_host`). Adding a metric means adding it to
 the table and to the section that computes it.
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from service.metric_names import HOOK_STEP_METRIC_NAMES, QUERY_FIELDS, STEP_METRIC_NAMES
+from service.wire.metrics import HOOK_STEP_METRIC_NAMES, STEP_METRIC_NAMES
+from service.wire.query import QUERY_FIELDS
 from trainer_hooks._entropy import check_temperature, entropy_summary, token_entropy_rows
 from trainer_hooks._errors import ShapeError
 from trainer_hooks._group import GroupStats, group_stats
@@ -56,7 +57,7 @@ class StepPacker:
     def add(self, name: str, t: torch.Tensor) -> None:
         """A metric of the table (``name`` must be in it)."""
         if name not in TABLE_NAMES:
-            raise KeyError(f"{name!r} is not in the metric table (service/metric_names.py)")
+            raise KeyError(f"{name!r} is not in the metric table (service/wire/metrics.py)")
         self._add(name, t)
 
     def add_passthrough(self, name: str, t: torch.Tensor) -> None:

@@ -1,7 +1,7 @@
 """A step's metrics on the host, after its one device-to-host copy.
 
 Small functions, one per concern, each reading and completing the step's ``raw`` dict of
-metric name → float (names from the metric table, ``service/metric_names.py``):
+metric name → float (names from the metric table, ``service/wire/metrics.py``):
 entropy's defined-ness, the run's settings, Z'(q)'s provenance, the Model Collapse Step. Then
 :func:`wire_metrics` turns ``raw`` into the record's ``metrics`` (non-finite → ``None``, named
 in ``non_finite``).

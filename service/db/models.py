@@ -3,8 +3,9 @@ ones are kept in ``extras``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -18,11 +19,43 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy import false as sa_false
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import InstrumentedAttribute, Mapped, mapped_column
+from sqlalchemy.orm.decl_api import DeclarativeAttributeIntercept
 
 from service.db.base import Base, JSONType, UTCDateTime, utcnow
+from service.wire.metrics import STEP_COLUMNS
+from service.wire.query import QUERY_FIELDS
 
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _nullable_columns(name: str, fields: Iterable[tuple[str, type[Any]]]) -> type:
+    """A declarative mixin with one nullable column per (name, int or float) of a wire table."""
+    columns = {
+        field: mapped_column(Integer if kind is int else Float, nullable=True)
+        for field, kind in fields
+    }
+    return type(name, (), columns)
+
+
+# One nullable float column per metric the wire's table stores as a column (STEP_COLUMNS), and
+# one nullable column per per-query field (QUERY_FIELDS): the tables are the only list of them.
+if TYPE_CHECKING:  # the type checker sees any of the tables' names as a nullable column
+
+    class _TableColumns(DeclarativeAttributeIntercept):
+        def __getattr__(self, name: str) -> InstrumentedAttribute[Any]: ...
+
+    class _StepMetricColumns(metaclass=_TableColumns):
+        def __getattr__(self, name: str) -> float | None: ...
+
+    class _QueryFieldColumns(metaclass=_TableColumns):
+        def __getattr__(self, name: str) -> float | None: ...
+
+else:
+    _StepMetricColumns = _nullable_columns("_StepMetricColumns", ((n, float) for n in STEP_COLUMNS))
+    _QueryFieldColumns = _nullable_columns(
+        "_QueryFieldColumns", ((f.name, f.type) for f in QUERY_FIELDS)
+    )
 
 
 class Run(Base):
@@ -71,7 +104,7 @@ class Run(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
 
 
-class Step(Base):
+class Step(_StepMetricColumns, Base):
     __tablename__ = "steps"
     __table_args__ = (UniqueConstraint("run_id", "step"),)
 
@@ -87,34 +120,9 @@ class Step(Base):
     # Revision 0003: bucketed per-query success rate and log Z' of the step, computed at ingest by
     # service.query_histograms so /metrics never scans query_stats (null on older rows).
     query_histograms: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
-    # One column per standard metric of service.metric_names.STEP_METRICS (a test keeps them equal).
-    entropy: Mapped[float | None] = mapped_column(Float, nullable=True)
-    success_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
-    degenerate_all_fail: Mapped[float | None] = mapped_column(Float, nullable=True)
-    degenerate_all_pass: Mapped[float | None] = mapped_column(Float, nullable=True)
-    log_zprime_mean: Mapped[float | None] = mapped_column(Float, nullable=True)
-    log_zprime_p90: Mapped[float | None] = mapped_column(Float, nullable=True)
-    zprime_gt1_frac: Mapped[float | None] = mapped_column(Float, nullable=True)
-    # Revision 0008: raw Z' (before IAC) as columns, so series, /metrics and Grafana read it.
-    log_zprime_raw_mean: Mapped[float | None] = mapped_column(Float, nullable=True)
-    log_zprime_raw_p90: Mapped[float | None] = mapped_column(Float, nullable=True)
-    zprime_raw_gt1_frac: Mapped[float | None] = mapped_column(Float, nullable=True)
-    reward_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
-    label_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
-    proxy_reward: Mapped[float | None] = mapped_column(Float, nullable=True)
-    gt_reward: Mapped[float | None] = mapped_column(Float, nullable=True)
-    response_length: Mapped[float | None] = mapped_column(Float, nullable=True)
-    repetition_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
-    kl: Mapped[float | None] = mapped_column(Float, nullable=True)
-    alpha: Mapped[float | None] = mapped_column(Float, nullable=True)
-    mu: Mapped[float | None] = mapped_column(Float, nullable=True)
-    probe_success: Mapped[float | None] = mapped_column(Float, nullable=True)
-    probe_entropy: Mapped[float | None] = mapped_column(Float, nullable=True)
-    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
-    grad_norm: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
-class QueryStat(Base):
+class QueryStat(_QueryFieldColumns, Base):
     """One query's group at one step."""
 
     __tablename__ = "query_stats"
@@ -129,12 +137,6 @@ class QueryStat(Base):
     query_id: Mapped[str] = mapped_column(String(256))
     group_size: Mapped[int] = mapped_column(Integer)
     successes: Mapped[int] = mapped_column(Integer)
-    entropy: Mapped[float | None] = mapped_column(Float, nullable=True)
-    log_zprime: Mapped[float | None] = mapped_column(Float, nullable=True)
-    log_zprime_raw: Mapped[float | None] = mapped_column(Float, nullable=True)
-    n_modes: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    reward_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
-    response_length: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 Index("ix_query_stats_run_id_step", QueryStat.run_id, QueryStat.step)

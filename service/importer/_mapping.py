@@ -1,4 +1,4 @@
-"""From a framework's metric names to ours (service/metric_names.py), and from a
+"""From a framework's metric names to ours (service/wire/metrics.py), and from a
 :class:`LoggedRun` to the step records the service ingests.
 
 The table covers TRL's ``GRPOTrainer`` (logged as-is in ``trainer_state.json``, with a
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.importer._model import LoggedRun
-from service.metric_names import STEP_METRIC_NAMES
 from service.schemas.steps import MAX_METRICS_PER_STEP
+from service.wire.metrics import STEP_METRIC_NAMES
 
 __all__ = [
     "DEFAULT_NAMES",

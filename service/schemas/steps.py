@@ -5,112 +5,25 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import (
-    BaseModel,
-    Field,
-    StringConstraints,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, field_validator
 
-from service.metric_names import QUERY_FIELDS, STEP_METRICS
-from service.schemas.common import (
-    MAX_INT32,
-    FiniteFloat,
-    MetricName,
-    Page,
-    StrictModel,
-    UtcDateTime,
-)
-
-MAX_STEPS_PER_BATCH = 1000
-MAX_QUERIES_PER_STEP = 65536
-MAX_METRICS_PER_STEP = 256
-
-# No NUL (a text column cannot hold it); a pattern, not a Python validator: 512 ids a step.
-QueryId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00]+$")]
-
-_METRICS_DOC = "\n".join(f"- `{m.name}` ({m.unit}): {m.description}" for m in STEP_METRICS)
-_QUERY_DOC = {m.name: f"{m.description} ({m.unit})" for m in QUERY_FIELDS}
+from service.schemas.common import Page, StrictModel
+from service.wire.query import QueryId as QueryId
+from service.wire.query import QueryMeasures, QueryRow
+from service.wire.step import MAX_METRICS_PER_STEP as MAX_METRICS_PER_STEP
+from service.wire.step import MAX_QUERIES_PER_STEP as MAX_QUERIES_PER_STEP
+from service.wire.step import MAX_STEPS_PER_BATCH as MAX_STEPS_PER_BATCH
+from service.wire.step import StepRecord
 
 
-class QueryIn(StrictModel):
+class QueryIn(QueryRow):
     """One query's group at this step."""
 
-    query_id: QueryId = Field(description="Stable id of the query (prompt) across steps.")
-    group_size: int = Field(ge=1, le=65536, description="Responses sampled for this query (count).")
-    successes: int = Field(ge=0, le=65536, description="S+, correct responses (0..group_size).")
-    entropy: FiniteFloat | None = Field(None, ge=0.0, le=1e4, description=_QUERY_DOC["entropy"])
-    log_zprime: FiniteFloat | None = Field(
-        None, ge=-1e6, le=1e6, description=_QUERY_DOC["log_zprime"]
-    )
-    log_zprime_raw: FiniteFloat | None = Field(
-        None, ge=-1e6, le=1e6, description=_QUERY_DOC["log_zprime_raw"]
-    )
-    n_modes: int | None = Field(None, ge=0, le=65536, description=_QUERY_DOC["n_modes"])
-    reward_accuracy: FiniteFloat | None = Field(
-        None, ge=0.0, le=1.0, description=_QUERY_DOC["reward_accuracy"]
-    )
-    response_length: FiniteFloat | None = Field(
-        None, ge=0.0, le=1e9, description=_QUERY_DOC["response_length"]
-    )
 
-    @model_validator(mode="after")
-    def _successes_within_group(self) -> QueryIn:
-        if self.successes > self.group_size:
-            raise ValueError(
-                f"successes ({self.successes}) must not exceed group_size ({self.group_size})"
-            )
-        return self
-
-
-class StepIn(StrictModel):
-    step: int = Field(ge=0, le=MAX_INT32, description="Training step (≥ 0).")
-    time: UtcDateTime | None = Field(
-        None, description="When the step finished (ISO-8601; naive times are taken as UTC)."
-    )
-    metrics: dict[MetricName, FiniteFloat | None] = Field(
-        default_factory=dict,
-        max_length=MAX_METRICS_PER_STEP,
-        description="Step metrics, all optional floats; unknown names are kept as extras. "
-        "A metric the trainer saw as NaN/inf is sent as null and named in `non_finite`. "
-        "Standard names:\n" + _METRICS_DOC,
-    )
-    non_finite: list[MetricName] = Field(
-        default_factory=list,
-        max_length=MAX_METRICS_PER_STEP,
-        description="Names of metrics that were NaN or infinite at the trainer (sent as null).",
-    )
-    queries: list[QueryIn] = Field(
-        default_factory=list,
-        max_length=MAX_QUERIES_PER_STEP,
-        description="Per-query rows (one per query of the batch).",
-    )
-
-    @field_validator("queries")
-    @classmethod
-    def _unique_queries(cls, queries: list[QueryIn]) -> list[QueryIn]:
-        seen: set[str] = set()
-        for index, query in enumerate(queries):
-            if query.query_id in seen:
-                raise ValueError(
-                    f"queries[{index}].query_id {query.query_id!r} appears twice in the step; "
-                    "each query has one row per step"
-                )
-            seen.add(query.query_id)
-        return queries
-
-    @model_validator(mode="after")
-    def _consistent(self) -> StepIn:
-        for name in self.non_finite:
-            if self.metrics.get(name) is not None:
-                raise ValueError(
-                    f"non_finite names {name!r} but metrics[{name!r}] holds a finite value; "
-                    "send non-finite metrics as null"
-                )
-        return self
+class StepIn(StepRecord[QueryIn]):
+    """One step's record (the rows are ``QueryIn``: the name the OpenAPI document and the
+    validation errors show)."""
 
     def content_hash(self) -> str:
         """Digest of the canonical content; an identical re-send has the same digest."""
@@ -155,33 +68,23 @@ class StepSeries(Page[StepOut]):
     run_id: int
 
 
-class QueryOut(BaseModel):
-    query_id: str
-    group_size: int
-    successes: int
-    entropy: float | None
-    log_zprime: float | None
-    log_zprime_raw: float | None
-    n_modes: int | None
-    reward_accuracy: float | None
-    response_length: float | None
+class QueryOut(QueryRow):
+    """A stored query row."""
 
 
 class StepDetail(StepOut):
     queries: list[QueryOut]
 
 
-class QueryPoint(BaseModel):
+class _QueryAtStep(BaseModel):
     step: int
     group_size: int
     successes: int
     success_rate: float = Field(description="successes / group_size")
-    entropy: float | None
-    log_zprime: float | None
-    log_zprime_raw: float | None
-    n_modes: int | None
-    reward_accuracy: float | None
-    response_length: float | None
+
+
+class QueryPoint(QueryMeasures, _QueryAtStep):
+    """One query's row at one step of its history."""
 
 
 class QueryHistory(BaseModel):

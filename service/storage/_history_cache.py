@@ -22,8 +22,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from service.detectors import StepRecord
-from service.metric_names import STEP_METRIC_NAMES
 from service.schemas.steps import StepIn
+from service.wire.metrics import STEP_METRIC_NAMES
 
 MAX_RUNS = 256
 _METRIC_ORDER = tuple(sorted(STEP_METRIC_NAMES))

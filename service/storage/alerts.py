@@ -9,10 +9,10 @@ from sqlalchemy.orm import Session
 
 from service.db.models import Alert, Run, Step
 from service.detectors import DetectorConfig
-from service.metric_names import STEP_METRIC_NAMES
 from service.schemas.alerts import AlertOut, CollapseSummary, SignalValue
 from service.storage import runs as run_store
 from service.storage._pagination import keyset_page
+from service.wire.metrics import STEP_METRIC_NAMES
 
 LATEST_SCAN_STEPS = 200
 

@@ -28,13 +28,13 @@ from service.detectors import (
     process_step,
 )
 from service.errors import NotFoundError
-from service.metric_names import STEP_METRIC_NAMES
 from service.notifications.events import alert_event
 from service.storage import _history_cache as history_cache
 from service.storage import commands as command_store
 from service.storage import outbox
 from service.storage._history_cache import database_key
 from service.storage._transactions import begin_write
+from service.wire.metrics import STEP_METRIC_NAMES
 
 DEFAULT_ALPHA = 1.0
 MAX_CATCH_UP = 1000

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from operator import attrgetter
 from typing import Any, cast
 
 from sqlalchemy import Connection, Integer, Table, case, insert, literal, or_, select, update
@@ -15,7 +16,6 @@ from service import query_histograms
 from service.db.base import UTCDateTime, utcnow
 from service.db.models import QueryStat, Run, Step
 from service.errors import ConflictError, NotFoundError
-from service.metric_names import STEP_METRIC_NAMES
 from service.schemas.steps import (
     QueryHistory,
     QueryOut,
@@ -28,15 +28,11 @@ from service.schemas.steps import (
 )
 from service.storage import _history_cache as history_cache
 from service.storage._history_cache import database_key, record_of
+from service.wire.metrics import STEP_COLUMNS
+from service.wire.query import QUERY_FIELDS, QUERY_ROW_FIELDS
 
-_QUERY_COLUMNS = (
-    "entropy",
-    "log_zprime",
-    "log_zprime_raw",
-    "n_modes",
-    "reward_accuracy",
-    "response_length",
-)
+_QUERY_COLUMNS = tuple(f.name for f in QUERY_FIELDS)
+_STEP_COLUMNS = frozenset(STEP_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +118,7 @@ def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestRes
 
 _STEP_TABLE = cast(Table, Step.__table__)
 _QUERY_TABLE = cast(Table, QueryStat.__table__)
-_QUERY_INSERT_COLUMNS = ("run_id", "step", "query_id", "group_size", "successes", *_QUERY_COLUMNS)
+_QUERY_INSERT_COLUMNS = ("run_id", "step", *QUERY_ROW_FIELDS)
 _INSERT_QUERY_ROWS = (
     f"INSERT INTO {_QUERY_TABLE.name} ({', '.join(_QUERY_INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_QUERY_INSERT_COLUMNS))})"
@@ -133,22 +129,14 @@ _COPY_QUERY_ROWS = f"COPY {_QUERY_TABLE.name} ({', '.join(_QUERY_INSERT_COLUMNS)
 _INSERT_CHUNK = 4096  # rows materialised at a time (a 32 MB batch holds ~150k of them)
 
 
+_query_row_values = attrgetter(*QUERY_ROW_FIELDS)  # a row's values in the insert's order
+
+
 def _query_tuples(run_id: int, fresh: Sequence[StepIn]) -> Iterator[tuple[Any, ...]]:
     for record in fresh:
+        key = (run_id, record.step)
         for q in record.queries:
-            yield (
-                run_id,
-                record.step,
-                q.query_id,
-                q.group_size,
-                q.successes,
-                q.entropy,
-                q.log_zprime,
-                q.log_zprime_raw,
-                q.n_modes,
-                q.reward_accuracy,
-                q.response_length,
-            )
+            yield key + _query_row_values(q)
 
 
 def _insert_query_rows(session: Session, run_id: int, fresh: Sequence[StepIn]) -> int:
@@ -206,18 +194,18 @@ def _step_row(run_id: int, record: StepIn, content_hash: str, now: Any) -> dict[
         "non_finite": list(record.non_finite),
         "n_queries": len(record.queries),
         "query_histograms": query_histograms.summarize(record.queries),
-        "extras": {k: v for k, v in record.metrics.items() if k not in STEP_METRIC_NAMES},
+        "extras": {k: v for k, v in record.metrics.items() if k not in _STEP_COLUMNS},
     }
-    for name in STEP_METRIC_NAMES:
+    for name in STEP_COLUMNS:
         row[name] = record.metrics.get(name)
     return row
 
 
 def _step_out(step: Step, metrics: Sequence[str] | None) -> StepOut:
     values: dict[str, float | None] = {}
-    names = STEP_METRIC_NAMES if metrics is None else metrics
+    names = STEP_COLUMNS if metrics is None else metrics
     for name in names:
-        if name in STEP_METRIC_NAMES:
+        if name in _STEP_COLUMNS:
             value = getattr(step, name)
             if value is not None or metrics is not None:
                 values[name] = value
@@ -271,13 +259,7 @@ def detail(session: Session, run_id: int, step: int) -> StepDetail:
     return StepDetail(
         **_step_out(row, None).model_dump(),
         queries=[
-            QueryOut(
-                query_id=q.query_id,
-                group_size=q.group_size,
-                successes=q.successes,
-                **{column: getattr(q, column) for column in _QUERY_COLUMNS},
-            )
-            for q in queries
+            QueryOut(**{column: getattr(q, column) for column in QUERY_ROW_FIELDS}) for q in queries
         ],
     )
 

@@ -17,7 +17,7 @@ from service.db.base import Base
 from service.db.engine import make_engine
 from service.db.migrate import alembic_config, current_revision, head_revision, upgrade
 from service.db.models import Run, Step
-from service.metric_names import STEP_METRIC_NAMES
+from service.wire.metrics import STEP_METRIC_NAMES
 from tests._servers import postgres_url_or_skip, scratch_postgres_database
 
 

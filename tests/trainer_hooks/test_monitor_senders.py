@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from service.metric_names import HOOK_STEP_METRIC_NAMES, QUERY_FIELDS, STEP_METRIC_NAMES
+from service.wire.metrics import HOOK_STEP_METRIC_NAMES, STEP_METRIC_NAMES
+from service.wire.query import QUERY_FIELDS
 from trainer_hooks import (
     ConfigurationError,
     Monitor,

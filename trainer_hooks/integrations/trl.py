@@ -47,7 +47,7 @@ __all__ = [
 log = logging.getLogger("trainer_hooks.integrations.trl")
 
 #: TRL log key -> sharpwatch metric name. Standard names where the meaning is the same
-#: (science.md; service/metric_names.py), ``trl/...`` extras otherwise.
+#: (science.md; service/wire/metrics.py), ``trl/...`` extras otherwise.
 DEFAULT_LOG_METRICS: Mapping[str, str] = {
     "entropy": "entropy",
     "kl": "kl",

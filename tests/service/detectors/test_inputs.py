@@ -15,7 +15,7 @@ from service.detectors import (
     missing_inputs,
     rule_inputs,
 )
-from service.metric_names import STEP_METRIC_NAMES
+from service.wire.metrics import STEP_METRIC_NAMES
 
 ALL = {*STEP_METRIC_NAMES, "frac_reward_zero_std"}
 

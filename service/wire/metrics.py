@@ -1,9 +1,30 @@
-"""The standard step metrics of the wire contract: name, unit, range and meaning (science.md
-section in brackets). Models, schemas, OpenAPI docs and Prometheus all read this one table."""
+"""The step metrics of the wire contract, declared once: name, unit, meaning (science.md section
+in brackets) and where the service stores each (its own column of ``steps`` or the step's
+``extras`` JSON). The ORM's columns, the storage layer, the schemas' docs, the detectors and the
+trainer hooks all read this table; a new column-stored metric still needs a migration.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "HOOK_STEP_METRICS",
+    "HOOK_STEP_METRIC_NAMES",
+    "STEP_COLUMNS",
+    "STEP_METRICS",
+    "STEP_METRIC_NAMES",
+    "MetricSpec",
+    "Storage",
+]
+
+
+class Storage(StrEnum):
+    """Where a step metric is stored."""
+
+    COLUMN = "column"  # its own nullable float column of ``steps`` (series, Grafana SQL)
+    EXTRAS = "extras"  # the step's ``extras`` JSON, with any name the table does not know
 
 
 @dataclass(frozen=True, slots=True)
@@ -11,8 +32,10 @@ class MetricSpec:
     name: str
     unit: str
     description: str
+    storage: Storage = Storage.COLUMN
 
 
+#: The standard step metrics: each is a column of ``steps``.
 STEP_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("entropy", "nats", "mean token entropy of the step's responses [§1, §3]"),
     MetricSpec("success_rate", "fraction 0..1", "batch success rate, mean of S+/G [§1]"),
@@ -63,45 +86,44 @@ STEP_METRICS: tuple[MetricSpec, ...] = (
 
 STEP_METRIC_NAMES: frozenset[str] = frozenset(m.name for m in STEP_METRICS)
 
+
+def _extra(name: str, unit: str, description: str) -> MetricSpec:
+    return MetricSpec(name, unit, description, Storage.EXTRAS)
+
+
 #: Step metrics the trainer hooks (``trainer_hooks.Monitor``) report beyond the standard ones:
 #: the counts and settings behind them. They travel in the record's ``metrics`` like the
 #: standard ones and are stored with the step as extras (no column; detectors may read them).
 HOOK_STEP_METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("reward_var_observed", "reward units^2", "mean within-group reward variance [§1]"),
-    MetricSpec(
-        "reward_var_expected", "reward units^2", "mean of p(1-p)(G-1)/G, p = success_rate [§1]"
+    _extra("reward_var_observed", "reward units^2", "mean within-group reward variance [§1]"),
+    _extra("reward_var_expected", "reward units^2", "mean of p(1-p)(G-1)/G, p = success_rate [§1]"),
+    _extra("p_star", "fraction 0..1", "p*(G) = 1 - 2^(-1/G) of the run's G [§1]"),
+    _extra("entropy_tokens", "count", "response tokens the entropy averages over [§7]"),
+    _extra("entropy_empty_rows", "count", "unmasked positions whose logits were all -inf [§7]"),
+    _extra("iac", "flag 0/1", "IAC applied to the returned advantages [§3]"),
+    _extra("iac_s_plus_threshold", "flag 0/1", "IAC counts S+ by reward threshold, not A > 0 [§7]"),
+    _extra("zprime_queries", "count", "queries of the step that have a Z'(q) [§2, §7]"),
+    _extra("zprime_beta", "dimensionless", "the beta Z'(q) was computed with [§2]"),
+    _extra(
+        "zprime_beta_is_reference",
+        "flag 0/1",
+        "beta is the reference beta (run has no KL) [§2]",
     ),
-    MetricSpec("p_star", "fraction 0..1", "p*(G) = 1 - 2^(-1/G) of the run's G [§1]"),
-    MetricSpec("entropy_tokens", "count", "response tokens the entropy averages over [§7]"),
-    MetricSpec("entropy_empty_rows", "count", "unmasked positions whose logits were all -inf [§7]"),
-    MetricSpec("iac", "flag 0/1", "IAC applied to the returned advantages [§3]"),
-    MetricSpec(
-        "iac_s_plus_threshold", "flag 0/1", "IAC counts S+ by reward threshold, not A > 0 [§7]"
+    _extra(
+        "zprime_exact_support",
+        "flag 0/1",
+        "Z'(q) from sequence log-probs, not Good-Turing [§7]",
     ),
-    MetricSpec("zprime_queries", "count", "queries of the step that have a Z'(q) [§2, §7]"),
-    MetricSpec("zprime_beta", "dimensionless", "the beta Z'(q) was computed with [§2]"),
-    MetricSpec(
-        "zprime_beta_is_reference", "flag 0/1", "beta is the reference beta (run has no KL) [§2]"
-    ),
-    MetricSpec(
-        "zprime_exact_support", "flag 0/1", "Z'(q) from sequence log-probs, not Good-Turing [§7]"
-    ),
-    MetricSpec("zprime_pi_is_reference", "flag 0/1", "those log-probs are pi_ref's [§7]"),
-    MetricSpec("reward_accuracy_agree", "count", "responses whose pseudo = oracle reward [§4]"),
-    MetricSpec("reward_accuracy_total", "count", "responses reward accuracy counts [§4, §7]"),
-    MetricSpec("collapse_threshold", "fraction 0..1", "Model Collapse Step threshold [§4]"),
-    MetricSpec("model_collapse_step", "step", "first step with reward accuracy < threshold [§4]"),
+    _extra("zprime_pi_is_reference", "flag 0/1", "those log-probs are pi_ref's [§7]"),
+    _extra("reward_accuracy_agree", "count", "responses whose pseudo = oracle reward [§4]"),
+    _extra("reward_accuracy_total", "count", "responses reward accuracy counts [§4, §7]"),
+    _extra("collapse_threshold", "fraction 0..1", "Model Collapse Step threshold [§4]"),
+    _extra("model_collapse_step", "step", "first step with reward accuracy < threshold [§4]"),
 )
 
 HOOK_STEP_METRIC_NAMES: frozenset[str] = frozenset(m.name for m in HOOK_STEP_METRICS)
 
-QUERY_FIELDS: tuple[MetricSpec, ...] = (
-    MetricSpec("entropy", "nats", "mean token entropy of this query's responses"),
-    MetricSpec(
-        "log_zprime", "nats", "calibrated log Z'(q): from the advantages used for the update [§2]"
-    ),
-    MetricSpec("log_zprime_raw", "nats", "raw log Z'(q): from the advantages before IAC [§2]"),
-    MetricSpec("n_modes", "count", "distinct answer keys in the group [§2]"),
-    MetricSpec("reward_accuracy", "fraction 0..1", "pseudo vs oracle reward agreement [§4]"),
-    MetricSpec("response_length", "tokens", "mean response length in the group"),
+#: The columns of ``steps`` that hold a metric, in table order (the ORM and storage derive theirs).
+STEP_COLUMNS: tuple[str, ...] = tuple(
+    m.name for m in (*STEP_METRICS, *HOOK_STEP_METRICS) if m.storage is Storage.COLUMN
 )

@@ -1,0 +1,72 @@
+"""The wire's tables are the one list of step metrics and query fields: the ORM, the storage
+layer and the schemas derive theirs from them (issue 15)."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from sqlalchemy import Float, Integer, Table
+
+from service.db.models import QueryStat, Step
+from service.schemas.steps import QueryIn, QueryOut, QueryPoint, StepIn
+from service.storage import steps as storage_steps
+from service.wire.metrics import (
+    HOOK_STEP_METRICS,
+    STEP_COLUMNS,
+    STEP_METRIC_NAMES,
+    STEP_METRICS,
+    Storage,
+)
+from service.wire.query import QUERY_FIELDS, QUERY_ROW_FIELDS, QueryRow
+
+
+def test_every_column_stored_metric_is_a_nullable_float_column_of_steps() -> None:
+    table = cast(Table, Step.__table__)
+    for name in STEP_COLUMNS:
+        assert isinstance(table.c[name].type, Float), name
+        assert table.c[name].nullable, name
+    assert set(STEP_COLUMNS) == STEP_METRIC_NAMES == {m.name for m in STEP_METRICS}
+
+
+def test_hook_metrics_go_to_extras_and_no_name_is_in_both_lists() -> None:
+    assert {m.storage for m in STEP_METRICS} == {Storage.COLUMN}
+    assert {m.storage for m in HOOK_STEP_METRICS} == {Storage.EXTRAS}
+    table = cast(Table, Step.__table__)
+    for metric in HOOK_STEP_METRICS:
+        assert metric.name not in table.c
+        assert metric.name not in STEP_METRIC_NAMES
+
+
+def test_every_query_field_is_a_column_of_the_orm_with_its_type() -> None:
+    table = cast(Table, QueryStat.__table__)
+    for field in QUERY_FIELDS:
+        column = table.c[field.name]
+        assert column.nullable, field.name
+        assert isinstance(column.type, Integer if field.type is int else Float), field.name
+
+
+def test_every_query_field_is_a_field_of_the_query_models() -> None:
+    names = [f.name for f in QUERY_FIELDS]
+    assert list(QUERY_ROW_FIELDS) == ["query_id", "group_size", "successes", *names]
+    for model in (QueryRow, QueryIn, QueryOut):
+        assert list(model.model_fields) == list(QUERY_ROW_FIELDS), model
+    assert set(names) < set(QueryPoint.model_fields)
+    assert issubclass(QueryIn, QueryRow)
+    assert StepIn.model_fields["queries"].annotation == list[QueryIn]
+
+
+def test_storage_inserts_every_row_field_after_run_and_step() -> None:
+    row = QueryIn.model_validate(
+        {"query_id": "q", "group_size": 4, "successes": 1, "entropy": 0.5, "n_modes": 2}
+    )
+    record = StepIn.model_validate({"step": 3, "queries": [row.model_dump()]})
+    (values,) = storage_steps._query_tuples(7, [record])
+    inserted = dict(zip(storage_steps._QUERY_INSERT_COLUMNS, values, strict=True))
+    assert inserted == {"run_id": 7, "step": 3, **row.model_dump()}
+
+
+def test_every_query_field_documents_its_unit() -> None:
+    schema = QueryIn.model_json_schema()["properties"]
+    for field in QUERY_FIELDS:
+        assert field.unit
+        assert f"({field.unit})" in schema[field.name]["description"]
