@@ -23,6 +23,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Mapped, mapped_column
 from sqlalchemy.orm.decl_api import DeclarativeAttributeIntercept
 
 from service.db.base import Base, JSONType, UTCDateTime, utcnow
+from service.db.vocabulary import one_of
+from service.wire import AlertStatus, CommandKind, CommandStatus, RunSource, RunStatus, Verdict
 from service.wire.metrics import STEP_COLUMNS
 from service.wire.query import QUERY_FIELDS
 
@@ -63,7 +65,7 @@ class Run(Base):
     __table_args__ = (
         UniqueConstraint("project", "name"),
         CheckConstraint("group_size >= 1", name="group_size_positive"),
-        CheckConstraint("source IN ('live', 'imported')", name="source_known"),
+        one_of("source", RunSource, name="source_known"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -73,7 +75,7 @@ class Run(Base):
     kl_beta: Mapped[float] = mapped_column(Float)
     config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     tags: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -83,7 +85,9 @@ class Run(Base):
     detector_config: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     policy: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     detector_state: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
-    verdict: Mapped[str] = mapped_column(String(16), default="healthy", server_default="healthy")
+    verdict: Mapped[str] = mapped_column(
+        String(16), default=Verdict.HEALTHY, server_default=Verdict.HEALTHY.value
+    )
     alpha: Mapped[float | None] = mapped_column(Float, nullable=True)
     # Revision 0008: an operator's adjust_alpha pins α (the controller sends none) until an
     # operator releases it (PATCH {"alpha_pinned": false}); science.md §7.
@@ -98,7 +102,9 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Revision 0005: ``live`` (a trainer streamed it) or ``imported`` (``sharpwatch import``
     # replayed its logged curves); the live page marks imported runs.
-    source: Mapped[str] = mapped_column(String(16), default="live", server_default="live")
+    source: Mapped[str] = mapped_column(
+        String(16), default=RunSource.LIVE, server_default=RunSource.LIVE.value
+    )
     # Revision 0011: bumped by every ingest that stores steps, in its transaction; the detectors'
     # per-process history cache is used only at the epoch it was filled at (several workers).
     epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
@@ -152,7 +158,7 @@ class Alert(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     rule: Mapped[str] = mapped_column(String(64))
     severity: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="open")
+    status: Mapped[str] = mapped_column(String(16), default=AlertStatus.OPEN)
     first_step: Mapped[int] = mapped_column(Integer)
     last_step: Mapped[int] = mapped_column(Integer)
     resolved_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -173,8 +179,8 @@ Index(
     Alert.run_id,
     Alert.rule,
     unique=True,
-    sqlite_where=Alert.status == "open",
-    postgresql_where=Alert.status == "open",
+    sqlite_where=Alert.status == AlertStatus.OPEN,
+    postgresql_where=Alert.status == AlertStatus.OPEN,
 )
 
 
@@ -183,18 +189,15 @@ class Command(Base):
 
     __tablename__ = "commands"
     __table_args__ = (
-        CheckConstraint("kind IN ('early_stop', 'adjust_alpha')", name="kind_known"),
-        CheckConstraint(
-            "status IN ('pending', 'delivered', 'applied', 'rejected', 'expired')",
-            name="status_known",
-        ),
+        one_of("kind", CommandKind, name="kind_known"),
+        one_of("status", CommandStatus, name="status_known"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="pending")
-    source: Mapped[str] = mapped_column(String(16))  # "detector" or "operator"
+    status: Mapped[str] = mapped_column(String(16), default=CommandStatus.PENDING)
+    source: Mapped[str] = mapped_column(String(16))  # a CommandSource
     reason: Mapped[str] = mapped_column(String(1024))
     alpha: Mapped[float | None] = mapped_column(Float, nullable=True)
     best_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -211,7 +214,7 @@ class Command(Base):
 Index("ix_commands_run_id_status", Command.run_id, Command.status)
 # Revision 0007: at most one outstanding (pending or delivered) command of each kind per run, so
 # two concurrent early_stops cannot both be issued and a new adjust_alpha must replace the old.
-_OUTSTANDING = Command.status.in_(("pending", "delivered"))
+_OUTSTANDING = Command.status.in_((CommandStatus.PENDING, CommandStatus.DELIVERED))
 Index(
     "uq_commands_one_outstanding_per_kind",
     Command.run_id,

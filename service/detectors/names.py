@@ -10,6 +10,8 @@ import math
 from enum import StrEnum
 from typing import Final, Literal, get_args
 
+from service.wire import Severity
+
 __all__ = [
     "DEGENERATE_GROUPS",
     "ENTROPY_FLOOR",
@@ -61,13 +63,6 @@ RuleName = Literal[
 
 #: Every rule, in the fixed order in which rules are evaluated and actions are emitted.
 RULE_NAMES: Final[tuple[str, ...]] = get_args(RuleName)
-
-
-class Severity(StrEnum):
-    """How bad a firing is. ``critical`` rules are the ones a policy may stop the run on."""
-
-    WARNING = "warning"
-    CRITICAL = "critical"
 
 
 class RuleStatus(StrEnum):

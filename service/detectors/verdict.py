@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from enum import StrEnum
 
-from service.detectors.names import Severity
 from service.detectors.transitions import OpenAlert
+from service.wire import Severity, Verdict
 
 __all__ = ["Verdict", "verdict"]
-
-
-class Verdict(StrEnum):
-    HEALTHY = "healthy"
-    WARNING = "warning"
-    CRITICAL = "critical"
-    STOPPED = "stopped"
-    FAILED = "failed"  # the trainer reported a failure (set by the run's status, not by rules)
 
 
 def verdict(

@@ -11,10 +11,11 @@ from service.deps import FleetReader, RunReader, SessionDep
 from service.detectors import RULE_NAMES, TriageRequest, TriageResponse, triage
 from service.errors import InvalidInputError
 from service.routes.runs import RunId
-from service.schemas.alerts import AlertOut, AlertSeverity, AlertStatus, CollapseSummary
+from service.schemas.alerts import AlertOut, CollapseSummary
 from service.schemas.common import Page, UtcDateTime
 from service.storage import alerts as alert_store
 from service.storage import runs as run_store
+from service.wire import AlertStatus, Severity
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"], route_class=GuardedRoute)
 
@@ -37,7 +38,7 @@ def fleet_alerts(
     run_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     project: Annotated[str | None, Query(max_length=128)] = None,
     rule: Annotated[str | None, Query(max_length=64)] = None,
-    severity: AlertSeverity | None = None,
+    severity: Severity | None = None,
     status: AlertStatus | None = None,
     since: Annotated[UtcDateTime | None, Query(description="Alerts updated at or after")] = None,
     cursor: Cursor = None,
@@ -63,7 +64,7 @@ def run_alerts(
     session: SessionDep,
     _: RunReader,
     rule: Annotated[str | None, Query(max_length=64)] = None,
-    severity: AlertSeverity | None = None,
+    severity: Severity | None = None,
     status: AlertStatus | None = None,
     cursor: Cursor = None,
     limit: Limit = 100,

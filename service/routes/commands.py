@@ -20,17 +20,11 @@ from service.deps import (
     SettingsDep,
 )
 from service.routes.runs import RunId
-from service.schemas.commands import (
-    AlphaDecisionOut,
-    CommandAck,
-    CommandCreate,
-    CommandKind,
-    CommandOut,
-    CommandStatus,
-)
+from service.schemas.commands import AlphaDecisionOut, CommandAck, CommandCreate, CommandOut
 from service.schemas.common import Page
 from service.storage import commands as command_store
 from service.storage import runs as run_store
+from service.wire import CommandKind, CommandStatus, RunStatus
 
 router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["commands"], route_class=GuardedRoute)
 CommandId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -53,7 +47,7 @@ def _deliver(factory: sessionmaker[Session], run_id: int) -> tuple[list[CommandO
     """Outstanding commands, and whether the run can still receive any (it has not ended)."""
     with factory() as session:
         commands = [CommandOut.model_validate(c) for c in command_store.deliver(session, run_id)]
-        live = run_store.get(session, run_id).status == "running"
+        live = run_store.get(session, run_id).status == RunStatus.RUNNING
     return commands, live
 
 

@@ -19,9 +19,10 @@ from service.deps import (
     TokenCacheDep,
 )
 from service.schemas.common import Page
-from service.schemas.runs import RunCreate, RunOut, RunRegistered, RunStatus, RunUpdate
+from service.schemas.runs import RunCreate, RunOut, RunRegistered, RunUpdate
 from service.storage import runs as run_store
 from service.storage import tokens as token_store
+from service.wire import RunStatus
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"], route_class=GuardedRoute)
 RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Run id")]
@@ -93,7 +94,7 @@ async def update_run(
     if not principal.is_operator:
         own_run_end = (
             principal.can_write_run(run_id)
-            and body.status in ("finished", "failed", "stopped")
+            and body.status in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.STOPPED)
             and body.model_fields_set <= {"status", "failure_reason"}
         )
         if not own_run_end:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-AlertStatus = Literal["open", "resolved"]
-AlertSeverity = Literal["warning", "critical"]
-Verdict = Literal["healthy", "warning", "critical", "stopped", "failed"]
+from service.wire import AlertStatus, Severity, Verdict
 
 
 class AlertOut(BaseModel):
@@ -18,7 +15,7 @@ class AlertOut(BaseModel):
     id: int
     run_id: int
     rule: str = Field(description="Rule name, e.g. `entropy_floor` (see docs/detectors.md).")
-    severity: AlertSeverity
+    severity: Severity
     status: AlertStatus
     first_step: int
     last_step: int = Field(description="Latest step at which the rule still fired.")

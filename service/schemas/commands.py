@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from service.schemas.common import MAX_INT32, FiniteFloat, StorableText, StrictModel
+from service.wire import CommandKind, CommandSource, CommandStatus, OneOf
 
-CommandKind = Literal["early_stop", "adjust_alpha"]
-CommandStatus = Literal["pending", "delivered", "applied", "rejected", "expired"]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=1024), StorableText]
 
 
@@ -31,17 +30,17 @@ class CommandCreate(StrictModel):
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> CommandCreate:
-        if self.kind == "adjust_alpha" and self.alpha is None:
+        if self.kind == CommandKind.ADJUST_ALPHA and self.alpha is None:
             raise ValueError("alpha is required for adjust_alpha")
-        if self.kind == "early_stop" and self.alpha is not None:
+        if self.kind == CommandKind.EARLY_STOP and self.alpha is not None:
             raise ValueError("alpha is only for adjust_alpha")
-        if self.kind == "adjust_alpha" and self.best_step is not None:
+        if self.kind == CommandKind.ADJUST_ALPHA and self.best_step is not None:
             raise ValueError("best_step is only for early_stop")
         return self
 
 
 class CommandAck(StrictModel):
-    status: Literal["applied", "rejected"]
+    status: Annotated[CommandStatus, OneOf(CommandStatus.APPLIED, CommandStatus.REJECTED)]
     step: int | None = Field(
         None, ge=0, le=MAX_INT32, description="Step at which the trainer applied the command."
     )
@@ -55,7 +54,7 @@ class CommandOut(BaseModel):
     run_id: int
     kind: CommandKind
     status: CommandStatus
-    source: Literal["detector", "operator"]
+    source: CommandSource
     reason: str
     alpha: float | None
     best_step: int | None

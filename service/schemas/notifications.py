@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from service.detectors import RULE_NAMES
 from service.notifications.events import EventKind
-from service.schemas.alerts import AlertSeverity
 from service.schemas.common import MAX_INT32, StorableText, StrictModel
+from service.wire import Severity
 
 ChannelKind = Literal["webhook", "slack", "discord"]
 DeliveryStatus = Literal["pending", "sent", "dead"]
@@ -75,7 +75,7 @@ class SubscriptionCreate(StrictModel):
     channel_id: int = Field(ge=1, le=MAX_INT32)
     project: Name | None = Field(None, description="Only this project's runs.")
     run_id: int | None = Field(None, ge=1, le=MAX_INT32, description="Only this run.")
-    severities: list[AlertSeverity] = Field(
+    severities: list[Severity] = Field(
         default_factory=list,
         max_length=2,
         description="Alert severities to hear of (alert events only); empty = all.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -16,11 +16,9 @@ from pydantic import (
 )
 
 from service.detectors import DetectorConfig, RunPolicy
-from service.schemas.alerts import Verdict
 from service.schemas.common import FiniteFloat, StorableText, StrictModel, storable_text
+from service.wire import RunSource, RunStatus, Verdict
 
-RunStatus = Literal["running", "stopped", "finished", "failed"]
-RunSource = Literal["live", "imported"]
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_CONFIG_DEPTH = 32
 
@@ -62,7 +60,7 @@ class RunCreate(StrictModel):
         None, description="Automatic actions: which rules stop the run, the α controller."
     )
     source: RunSource = Field(
-        "live",
+        RunSource.LIVE,
         description="`live` for a trainer streaming its steps; `imported` for a past run's logs "
         "replayed by `sharpwatch import` (the live page marks it). Set at registration only.",
     )
@@ -101,7 +99,7 @@ class RunUpdate(StrictModel):
     @field_validator("failure_reason")
     @classmethod
     def _only_when_failing(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None and info.data.get("status") != "failed":
+        if value is not None and info.data.get("status") != RunStatus.FAILED:
             raise ValueError('a failure_reason goes with "status": "failed"')
         return value
 

@@ -12,10 +12,12 @@ from service.wire.enums import (
     CommandKind,
     CommandSource,
     CommandStatus,
+    OneOf,
     RunSource,
     RunStatus,
     Severity,
     Verdict,
+    WireEnum,
 )
 
 __all__ = [
@@ -23,8 +25,10 @@ __all__ = [
     "CommandKind",
     "CommandSource",
     "CommandStatus",
+    "OneOf",
     "RunSource",
     "RunStatus",
     "Severity",
     "Verdict",
+    "WireEnum",
 ]
