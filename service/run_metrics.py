@@ -38,8 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.base import utcnow
-from service.detectors import DetectorConfig
-from service.detectors.names import RULE_NAMES, p_star
+from service.detectors import RULE_NAMES, DetectorConfig, p_star
 from service.query_histograms import HISTOGRAMS
 from service.settings import Settings
 from service.storage.run_state import read_run_state
@@ -273,7 +272,7 @@ def _header(family: Family, name: str | None = None, type_: str | None = None) -
 
 def _default_severities() -> dict[str, str]:
     config = DetectorConfig()
-    return {rule: str(getattr(config, rule).severity.value) for rule in RULE_NAMES}
+    return {rule: str(config.rule(rule).severity.value) for rule in RULE_NAMES}
 
 
 class RunState:

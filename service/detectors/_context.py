@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from service.detectors.config import DetectorConfig, RuleSettings
 from service.detectors.names import RuleStatus
 from service.detectors.records import StepRecord
 from service.detectors.results import Firing, RuleResult, Value
+from service.detectors.rule_settings import RuleSettings
 from service.detectors.state import DetectorState
+
+if TYPE_CHECKING:  # the config class is built from the rule registry, which imports the rules
+    from service.detectors.config import DetectorConfig
 
 __all__ = ["RuleContext"]
 

@@ -43,6 +43,7 @@ from service.detectors.config import DetectorConfig
 from service.detectors.policy import RunPolicy
 from service.detectors.records import StepRecord
 from service.detectors.results import Evaluation, Value
+from service.detectors.rules_entropy import ENTROPY_FLOOR_RULE
 from service.detectors.rules_groups import ZPRIME_PRESSURE_METRIC
 from service.detectors.state import DetectorState
 
@@ -175,7 +176,7 @@ def decide_alpha(
     _, ents = last_values(history, "entropy", w)
     if len(ents) < w:
         return hold("no over-sharpening pressure; too few entropy observations to judge lowering α")
-    healthy = config.entropy_floor.floor * policy.alpha_healthy_entropy_factor
+    healthy = config.settings(ENTROPY_FLOOR_RULE).floor * policy.alpha_healthy_entropy_factor
     ent_mean = mean(ents)
     if not finite(ent_mean):
         return hold("no over-sharpening pressure; window statistics are not finite")

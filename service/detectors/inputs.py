@@ -8,44 +8,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from service.detectors.config import DetectorConfig
-from service.detectors.names import (
-    DEGENERATE_GROUPS,
-    ENTROPY_FLOOR,
-    ENTROPY_SLOPE,
-    LENGTH_COLLAPSE,
-    MODEL_COLLAPSE_STEP,
-    NON_FINITE,
-    PROBE_DECLINE,
-    REPETITION_COLLAPSE,
-    REWARD_ACCURACY_DIVERGENCE,
-    RISE_THEN_FALL,
-    SIGNAL_STARVATION,
-    ZPRIME_PRESSURE,
-)
-from service.detectors.rules_groups import DEGENERATE_SUM, ZPRIME_PRESSURE_METRIC
+from service.detectors.rule import Groups
 
 __all__ = ["missing_inputs", "rule_inputs"]
 
-Groups = tuple[tuple[str, ...], ...]
-
 
 def rule_inputs(config: DetectorConfig | None = None) -> dict[str, Groups]:
-    """Rule -> groups of metric names (all groups needed, any one metric of a group)."""
+    """Rule -> groups of metric names (all groups needed, any one metric of a group), as each
+    rule declares them (``Rule.reads``) under ``config``'s settings."""
     cfg = config if config is not None else DetectorConfig()
-    return {
-        ENTROPY_FLOOR: (("entropy",),),
-        ENTROPY_SLOPE: (("entropy",),),
-        SIGNAL_STARVATION: (("success_rate",),),
-        DEGENERATE_GROUPS: (("degenerate_all_fail", "degenerate_all_pass", DEGENERATE_SUM),),
-        ZPRIME_PRESSURE: ((ZPRIME_PRESSURE_METRIC,),),  # raw Z', never the calibrated (§7)
-        MODEL_COLLAPSE_STEP: (("reward_accuracy",),),
-        REWARD_ACCURACY_DIVERGENCE: (("proxy_reward",), ("reward_accuracy",)),
-        RISE_THEN_FALL: ((cfg.rise_then_fall.metric,),),
-        PROBE_DECLINE: (("probe_success", "probe_entropy"), ("success_rate",)),
-        LENGTH_COLLAPSE: (("response_length",), ("entropy",)),
-        REPETITION_COLLAPSE: (("repetition_rate",),),
-        NON_FINITE: (),
-    }
+    return {rule.name: rule.inputs(cfg.settings(rule)) for rule in type(cfg).rules}
 
 
 def missing_inputs(

@@ -1,68 +1,14 @@
-"""Rule names, severities, rule statuses and the p*(G) threshold (science.md §1).
-
-The rule names are part of the public API: alerts, configs and policies refer to them by these exact
-strings.
-"""
+"""Severities, rule statuses and the p*(G) threshold (science.md §1). The rule names come from the
+rule registry (:mod:`service.detectors.registry`)."""
 
 from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Final, Literal, get_args
 
 from service.wire import Severity
 
-__all__ = [
-    "DEGENERATE_GROUPS",
-    "ENTROPY_FLOOR",
-    "ENTROPY_SLOPE",
-    "LENGTH_COLLAPSE",
-    "MODEL_COLLAPSE_STEP",
-    "NON_FINITE",
-    "PROBE_DECLINE",
-    "REPETITION_COLLAPSE",
-    "REWARD_ACCURACY_DIVERGENCE",
-    "RISE_THEN_FALL",
-    "RULE_NAMES",
-    "SIGNAL_STARVATION",
-    "ZPRIME_PRESSURE",
-    "RuleName",
-    "RuleStatus",
-    "Severity",
-    "group_size_for_rate",
-    "p_star",
-]
-
-ENTROPY_FLOOR: Final = "entropy_floor"
-ENTROPY_SLOPE: Final = "entropy_slope"
-SIGNAL_STARVATION: Final = "signal_starvation"
-DEGENERATE_GROUPS: Final = "degenerate_groups"
-ZPRIME_PRESSURE: Final = "zprime_pressure"
-MODEL_COLLAPSE_STEP: Final = "model_collapse_step"
-REWARD_ACCURACY_DIVERGENCE: Final = "reward_accuracy_divergence"
-RISE_THEN_FALL: Final = "rise_then_fall"
-PROBE_DECLINE: Final = "probe_decline"
-LENGTH_COLLAPSE: Final = "length_collapse"
-REPETITION_COLLAPSE: Final = "repetition_collapse"
-NON_FINITE: Final = "non_finite"
-
-RuleName = Literal[
-    "entropy_floor",
-    "entropy_slope",
-    "signal_starvation",
-    "degenerate_groups",
-    "zprime_pressure",
-    "model_collapse_step",
-    "reward_accuracy_divergence",
-    "rise_then_fall",
-    "probe_decline",
-    "length_collapse",
-    "repetition_collapse",
-    "non_finite",
-]
-
-#: Every rule, in the fixed order in which rules are evaluated and actions are emitted.
-RULE_NAMES: Final[tuple[str, ...]] = get_args(RuleName)
+__all__ = ["RuleStatus", "Severity", "group_size_for_rate", "p_star"]
 
 
 class RuleStatus(StrEnum):

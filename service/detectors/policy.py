@@ -6,8 +6,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from service.detectors.config import MetricName
-from service.detectors.names import RuleName
+from service.detectors.registry import RuleName
+from service.detectors.rule_settings import MetricName
 
 __all__ = ["RunPolicy"]
 

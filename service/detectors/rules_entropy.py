@@ -3,6 +3,10 @@ failure signatures ``length_collapse`` and ``repetition_collapse``."""
 
 from __future__ import annotations
 
+from typing import Final
+
+from pydantic import Field
+
 from service.detectors._context import RuleContext
 from service.detectors._stats import (
     exact_fraction,
@@ -13,19 +17,48 @@ from service.detectors._stats import (
     mean,
     slope,
 )
-from service.detectors.names import (
-    ENTROPY_FLOOR,
-    ENTROPY_SLOPE,
-    LENGTH_COLLAPSE,
-    REPETITION_COLLAPSE,
-)
+from service.detectors.names import Severity
 from service.detectors.results import RuleResult
+from service.detectors.rule import Rule, RuleDoc
+from service.detectors.rule_settings import MAX_STEPS, RuleSettings, Slope, TrendSettings
 
-__all__ = ["entropy_floor", "entropy_slope", "length_collapse", "repetition_collapse"]
+__all__ = [
+    "ENTROPY_FLOOR_RULE",
+    "ENTROPY_SLOPE_RULE",
+    "LENGTH_COLLAPSE_RULE",
+    "REPETITION_COLLAPSE_RULE",
+    "EntropyFloorSettings",
+    "EntropySlopeSettings",
+    "LengthCollapseSettings",
+    "RepetitionCollapseSettings",
+    "entropy_floor",
+    "entropy_slope",
+    "length_collapse",
+    "repetition_collapse",
+]
+
+ENTROPY_FLOOR: Final = "entropy_floor"
+ENTROPY_SLOPE: Final = "entropy_slope"
+LENGTH_COLLAPSE: Final = "length_collapse"
+REPETITION_COLLAPSE: Final = "repetition_collapse"
 
 
-def entropy_floor(ctx: RuleContext) -> RuleResult:
-    s = ctx.config.entropy_floor
+class EntropyFloorSettings(RuleSettings):
+    """``entropy_floor``: each of the last ``window`` entropy observations is below ``floor``."""
+
+    severity: Severity = Field(
+        Severity.CRITICAL, strict=False, description="Severity of the alert it opens."
+    )
+    floor: float = Field(
+        0.10,
+        gt=0.0,
+        le=50.0,
+        description="Entropy floor in nats (science.md §5; also used by "
+        "entropy_slope and the α controller).",
+    )
+
+
+def entropy_floor(ctx: RuleContext, s: EntropyFloorSettings) -> RuleResult:
     gated = ctx.gate(ENTROPY_FLOOR, s, "entropy")
     if gated is not None:
         return gated
@@ -59,9 +92,34 @@ def entropy_floor(ctx: RuleContext) -> RuleResult:
     )
 
 
-def entropy_slope(ctx: RuleContext) -> RuleResult:
-    s = ctx.config.entropy_slope
-    floor = ctx.config.entropy_floor.floor
+ENTROPY_FLOOR_RULE: Final = Rule(
+    name=ENTROPY_FLOOR,
+    order=10,
+    settings=EntropyFloorSettings,
+    check=entropy_floor,
+    reads=(("entropy",),),
+    doc=RuleDoc(
+        signal="`entropy`",
+        threshold="< {floor:.2f} nats on every observation of the window",
+        window="{window} obs",
+        action="stop the run, roll back to the last step with entropy ≥ floor, resume with higher "
+        "IAC α or DLC",
+        science="§1(b), §3, §5",
+    ),
+)
+
+
+class EntropySlopeSettings(TrendSettings):
+    """``entropy_slope``: entropy slope < 0 and the fitted line reaches the floor within
+    ``horizon_steps`` steps of the newest step (already at/below the floor counts as 0 steps)."""
+
+    horizon_steps: int = Field(
+        100, ge=1, le=MAX_STEPS, description="Early-warning horizon H in steps."
+    )
+
+
+def entropy_slope(ctx: RuleContext, s: EntropySlopeSettings) -> RuleResult:
+    floor = ctx.config.settings(ENTROPY_FLOOR_RULE).floor
     gated = ctx.gate(ENTROPY_SLOPE, s, "entropy")
     if gated is not None:
         return gated
@@ -103,8 +161,34 @@ def entropy_slope(ctx: RuleContext) -> RuleResult:
     )
 
 
-def length_collapse(ctx: RuleContext) -> RuleResult:
-    s = ctx.config.length_collapse
+ENTROPY_SLOPE_RULE: Final = Rule(
+    name=ENTROPY_SLOPE,
+    order=20,
+    settings=EntropySlopeSettings,
+    check=entropy_slope,
+    reads=(("entropy",),),
+    doc=RuleDoc(
+        signal="least-squares slope of `entropy`",
+        threshold="slope < 0 and fitted line reaches 0.10 within H = {horizon_steps} steps",
+        window="{window} obs",
+        action="raise IAC α (or enable DLC); early in the run, restart from a higher-entropy "
+        "checkpoint",
+        science="§1(b)",
+    ),
+)
+
+
+class LengthCollapseSettings(TrendSettings):
+    """``length_collapse``: over the last ``window`` steps carrying both, the relative slopes
+    (slope / window mean) of response_length and of entropy are both
+    <= −``min_relative_decline``."""
+
+    min_relative_decline: Slope = Field(
+        0.005, description="Relative fall per step (0.005 = 0.5 %/step) of both signals."
+    )
+
+
+def length_collapse(ctx: RuleContext, s: LengthCollapseSettings) -> RuleResult:
     gated = ctx.gate(LENGTH_COLLAPSE, s, "response_length")
     if gated is not None:
         return gated
@@ -148,8 +232,31 @@ def length_collapse(ctx: RuleContext) -> RuleResult:
     )
 
 
-def repetition_collapse(ctx: RuleContext) -> RuleResult:
-    s = ctx.config.repetition_collapse
+LENGTH_COLLAPSE_RULE: Final = Rule(
+    name=LENGTH_COLLAPSE,
+    order=100,
+    settings=LengthCollapseSettings,
+    check=length_collapse,
+    reads=(("response_length",), ("entropy",)),
+    doc=RuleDoc(
+        signal="relative slopes of `response_length` and `entropy`",
+        threshold="both ≤ −0.5 %/step",
+        window="{window} obs (both present)",
+        action="stop or roll back; move away from probability rewards, add a length floor",
+        science="§4",
+    ),
+)
+
+
+class RepetitionCollapseSettings(TrendSettings):
+    """``repetition_collapse``: slope(repetition_rate) >= ``min_rise`` per step and the newest value
+    >= ``min_level``."""
+
+    min_rise: Slope = Field(0.005, description="Repetition-rate rise per step.")
+    min_level: float = Field(0.2, ge=0.0, le=1.0, description="Fires only above this level.")
+
+
+def repetition_collapse(ctx: RuleContext, s: RepetitionCollapseSettings) -> RuleResult:
     gated = ctx.gate(REPETITION_COLLAPSE, s, "repetition_rate")
     if gated is not None:
         return gated
@@ -171,3 +278,19 @@ def repetition_collapse(ctx: RuleContext) -> RuleResult:
         ),
         action="stop or roll back; add a repetition penalty or move away from entropy rewards",
     )
+
+
+REPETITION_COLLAPSE_RULE: Final = Rule(
+    name=REPETITION_COLLAPSE,
+    order=110,
+    settings=RepetitionCollapseSettings,
+    check=repetition_collapse,
+    reads=(("repetition_rate",),),
+    doc=RuleDoc(
+        signal="slope and level of `repetition_rate`",
+        threshold="slope ≥ {min_rise:g}/step and latest ≥ {min_level:g}",
+        window="{window} obs",
+        action="stop or roll back; repetition penalty or other reward",
+        science="§4",
+    ),
+)

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Final
+
+from pydantic import Field
 
 from service.detectors._context import RuleContext
 from service.detectors._stats import (
@@ -15,17 +18,29 @@ from service.detectors._stats import (
     mean,
     slope,
 )
-from service.detectors.names import (
-    DEGENERATE_GROUPS,
-    SIGNAL_STARVATION,
-    ZPRIME_PRESSURE,
-    group_size_for_rate,
-    p_star,
-)
+from service.detectors.names import group_size_for_rate, p_star
 from service.detectors.records import StepRecord
 from service.detectors.results import RuleResult
+from service.detectors.rule import Rule, RuleDoc
+from service.detectors.rule_settings import MAX_WINDOW, RuleSettings, Slope, TrendSettings
 
-__all__ = ["DEGENERATE_SUM", "degenerate_groups", "signal_starvation", "zprime_pressure"]
+__all__ = [
+    "DEGENERATE_GROUPS_RULE",
+    "DEGENERATE_SUM",
+    "SIGNAL_STARVATION_RULE",
+    "ZPRIME_PRESSURE_METRIC",
+    "ZPRIME_PRESSURE_RULE",
+    "DegenerateGroupsSettings",
+    "SignalStarvationSettings",
+    "ZPrimePressureSettings",
+    "degenerate_groups",
+    "signal_starvation",
+    "zprime_pressure",
+]
+
+SIGNAL_STARVATION: Final = "signal_starvation"
+DEGENERATE_GROUPS: Final = "degenerate_groups"
+ZPRIME_PRESSURE: Final = "zprime_pressure"
 
 _DEGENERATE_ACTION = (
     "filter degenerate groups (DAPO dynamic sampling), increase group size, or "
@@ -33,8 +48,11 @@ _DEGENERATE_ACTION = (
 )
 
 
-def signal_starvation(ctx: RuleContext) -> RuleResult:
-    s = ctx.config.signal_starvation
+class SignalStarvationSettings(RuleSettings):
+    """``signal_starvation``: mean success rate of the window < p*(G) or > 1 − p*(G)."""
+
+
+def signal_starvation(ctx: RuleContext, s: SignalStarvationSettings) -> RuleResult:
     gated = ctx.gate(SIGNAL_STARVATION, s, "success_rate")
     if gated is not None:
         return gated
@@ -79,6 +97,23 @@ def signal_starvation(ctx: RuleContext) -> RuleResult:
     return ctx.clear(SIGNAL_STARVATION, f"mean success rate {m:.4f} within [{low:.4f}, {high:.4f}]")
 
 
+SIGNAL_STARVATION_RULE: Final = Rule(
+    name=SIGNAL_STARVATION,
+    order=30,
+    settings=SignalStarvationSettings,
+    check=signal_starvation,
+    reads=(("success_rate",),),
+    doc=RuleDoc(
+        signal="mean `success_rate`",
+        threshold=r"< p\*(G) or > 1 − p\*(G)",
+        window="{window} obs",
+        action=r"increase G to the smallest G with p\*(G) below the rate (named in the action) "
+        "or change task difficulty",
+        science="§1, §5",
+    ),
+)
+
+
 #: TRL's name for the degenerate share when only the sum is known (science.md §1): a step that
 #: reports neither all-fail nor all-pass (an imported TRL log) is read from it.
 DEGENERATE_SUM = "frac_reward_zero_std"
@@ -101,8 +136,15 @@ def _exact_degenerate_fraction(rec: StepRecord) -> Fraction:
     return exact_fraction(fail or 0.0) + exact_fraction(ok or 0.0)
 
 
-def degenerate_groups(ctx: RuleContext) -> RuleResult:
-    s = ctx.config.degenerate_groups
+class DegenerateGroupsSettings(RuleSettings):
+    """``degenerate_groups``: mean of (all_fail + all_pass) over the window > ``max_fraction``."""
+
+    max_fraction: float = Field(
+        0.5, gt=0.0, lt=1.0, description="Largest tolerated degenerate-group fraction."
+    )
+
+
+def degenerate_groups(ctx: RuleContext, s: DegenerateGroupsSettings) -> RuleResult:
     gated = ctx.gate(
         DEGENERATE_GROUPS, s, "degenerate_all_fail", "degenerate_all_pass", DEGENERATE_SUM
     )
@@ -159,14 +201,45 @@ def degenerate_groups(ctx: RuleContext) -> RuleResult:
     )
 
 
+DEGENERATE_GROUPS_RULE: Final = Rule(
+    name=DEGENERATE_GROUPS,
+    order=40,
+    settings=DegenerateGroupsSettings,
+    check=degenerate_groups,
+    reads=(("degenerate_all_fail", "degenerate_all_pass", DEGENERATE_SUM),),
+    doc=RuleDoc(
+        signal="mean(`degenerate_all_fail` + `degenerate_all_pass`; TRL's `frac_reward_zero_std` "
+        "on steps that report neither)",
+        threshold="> {max_fraction:g}",
+        window="{window} obs",
+        action="filter degenerate groups (DAPO dynamic sampling), increase G, rebalance difficulty",
+        science="§1",
+    ),
+)
+
+
 #: The policy's own over-sharpening pressure: Z' from the advantages before IAC (science.md §7).
 #: The calibrated ``zprime_gt1_frac`` grows with α by construction (Ã ≥ A for every positive
 #: advantage), so a rule on it, with the α controller raising α when it fires, would feed itself.
 ZPRIME_PRESSURE_METRIC = "zprime_raw_gt1_frac"
 
 
-def zprime_pressure(ctx: RuleContext) -> RuleResult:
-    s = ctx.config.zprime_pressure
+class ZPrimePressureSettings(TrendSettings):
+    """``zprime_pressure``: mean ``zprime_raw_gt1_frac`` (Z' from the advantages before IAC,
+    science.md §7) over the window >= ``max_fraction``, or its slope >= ``rising_slope`` per step
+    while the newest value >= ``rising_min_fraction``."""
+
+    window: int = Field(10, ge=3, le=MAX_WINDOW, description="Observations (mean and slope).")
+    max_fraction: float = Field(
+        0.5, gt=0.0, le=1.0, description="Mean fraction of queries with raw Z' > 1 that fires."
+    )
+    rising_slope: Slope = Field(0.01, description="Per-step rise of the fraction that fires.")
+    rising_min_fraction: float = Field(
+        0.25, ge=0.0, le=1.0, description="The rising trend fires only above this level."
+    )
+
+
+def zprime_pressure(ctx: RuleContext, s: ZPrimePressureSettings) -> RuleResult:
     metric = ZPRIME_PRESSURE_METRIC
     gated = ctx.gate(ZPRIME_PRESSURE, s, metric)
     if gated is not None:
@@ -212,3 +285,20 @@ def zprime_pressure(ctx: RuleContext) -> RuleResult:
         ),
         action="raise IAC alpha (or enable DLC) to stop suppressing unsampled correct modes",
     )
+
+
+ZPRIME_PRESSURE_RULE: Final = Rule(
+    name=ZPRIME_PRESSURE,
+    order=50,
+    settings=ZPrimePressureSettings,
+    check=zprime_pressure,
+    reads=((ZPRIME_PRESSURE_METRIC,),),  # raw Z', never the calibrated (§7)
+    doc=RuleDoc(
+        signal="`zprime_raw_gt1_frac` (raw Z', before IAC) mean and slope",
+        threshold="mean ≥ {max_fraction:g}, or slope ≥ {rising_slope:g}/step while latest ≥ "
+        "{rising_min_fraction:g}",
+        window="{window} obs",
+        action="raise IAC α (or enable DLC)",
+        science="§2, §7",
+    ),
+)

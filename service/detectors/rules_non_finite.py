@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+from pydantic import Field
+
 from service.detectors._context import RuleContext
-from service.detectors.names import NON_FINITE
+from service.detectors.names import Severity
 from service.detectors.results import RuleResult
+from service.detectors.rule import Rule, RuleDoc
+from service.detectors.rule_settings import MAX_STEPS, RuleSettings
 
-__all__ = ["non_finite"]
+__all__ = ["NON_FINITE_RULE", "NonFiniteSettings", "non_finite"]
+
+NON_FINITE: Final = "non_finite"
 
 
-def non_finite(ctx: RuleContext) -> RuleResult:
-    s = ctx.config.non_finite
+class NonFiniteSettings(RuleSettings):
+    """``non_finite``: the newest step reports any metric as NaN/inf."""
+
+    severity: Severity = Field(
+        Severity.CRITICAL, strict=False, description="Severity of the alert it opens."
+    )
+    window: int = Field(1, ge=1, le=1, description="Always the newest step.")
+    cooldown_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Steps before reopening.")
+
+
+def non_finite(ctx: RuleContext, s: NonFiniteSettings) -> RuleResult:
     gated = ctx.gate(NON_FINITE, s)
     if gated is not None:
         return gated
@@ -28,3 +45,18 @@ def non_finite(ctx: RuleContext) -> RuleResult:
             "and lower the learning rate"
         ),
     )
+
+
+NON_FINITE_RULE: Final = Rule(
+    name=NON_FINITE,
+    order=120,
+    settings=NonFiniteSettings,
+    check=non_finite,
+    reads=(),  # every metric the step reports
+    doc=RuleDoc(
+        signal="`non_finite` list, or a NaN/inf value",
+        threshold="any",
+        window="newest step",
+        action="stop, roll back to the last finite checkpoint, lower LR",
+    ),
+)

@@ -3,16 +3,33 @@ falling while training success rises — collapse spreading to queries never tra
 
 from __future__ import annotations
 
+from typing import Final
+
+from pydantic import Field
+
 from service.detectors._context import RuleContext
 from service.detectors._stats import finite, last_values, slope
-from service.detectors.names import PROBE_DECLINE
 from service.detectors.results import RuleResult
+from service.detectors.rule import Rule, RuleDoc
+from service.detectors.rule_settings import MAX_WINDOW, Slope, TrendSettings
 
-__all__ = ["probe_decline"]
+__all__ = ["PROBE_DECLINE_RULE", "ProbeDeclineSettings", "probe_decline"]
+
+PROBE_DECLINE: Final = "probe_decline"
 
 
-def probe_decline(ctx: RuleContext) -> RuleResult:
-    s = ctx.config.probe_decline
+class ProbeDeclineSettings(TrendSettings):
+    """``probe_decline``: over the last ``window`` probe evaluations, slope(probe_success) <=
+    −``min_probe_decline`` or slope(probe_entropy) <= −``min_probe_entropy_decline``, while the
+    training success rate over the same step span has slope >= ``min_train_rise``."""
+
+    window: int = Field(5, ge=3, le=MAX_WINDOW, description="Probe evaluations in the fit.")
+    min_probe_decline: Slope = Field(0.001, description="Probe-success fall per step.")
+    min_probe_entropy_decline: Slope = Field(0.002, description="Probe-entropy fall per step.")
+    min_train_rise: Slope = Field(0.001, description="Training-success rise per step.")
+
+
+def probe_decline(ctx: RuleContext, s: ProbeDeclineSettings) -> RuleResult:
     gated = ctx.gate(PROBE_DECLINE, s, "probe_success", "probe_entropy")
     if gated is not None:
         return gated
@@ -66,3 +83,20 @@ def probe_decline(ctx: RuleContext) -> RuleResult:
         ),
         action="raise IAC alpha or reduce group size G (larger G speeds the spread)",
     )
+
+
+PROBE_DECLINE_RULE: Final = Rule(
+    name=PROBE_DECLINE,
+    order=90,
+    settings=ProbeDeclineSettings,
+    check=probe_decline,
+    reads=(("probe_success", "probe_entropy"), ("success_rate",)),
+    doc=RuleDoc(
+        signal="slopes of `probe_success` / `probe_entropy` vs `success_rate`",
+        threshold="probe success ≤ −{min_probe_decline:g}/step or probe entropy ≤ "
+        "−{min_probe_entropy_decline:g}/step while training success ≥ +{min_train_rise:g}/step",
+        window="{window} probe evaluations",
+        action="raise IAC α or reduce G (larger G speeds the spread)",
+        science="§2",
+    ),
+)

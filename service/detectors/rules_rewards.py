@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+from pydantic import Field
+
 from service.detectors._context import RuleContext
 from service.detectors._stats import (
     count_below,
@@ -14,11 +18,50 @@ from service.detectors._stats import (
     mean,
     slope,
 )
-from service.detectors.names import MODEL_COLLAPSE_STEP, REWARD_ACCURACY_DIVERGENCE, RISE_THEN_FALL
+from service.detectors.names import Severity
 from service.detectors.records import StepRecord
 from service.detectors.results import RuleResult, Value
+from service.detectors.rule import Groups, Rule, RuleDoc
+from service.detectors.rule_settings import (
+    MAX_STEPS,
+    MAX_WINDOW,
+    MetricName,
+    RuleSettings,
+    Slope,
+    TrendSettings,
+)
 
-__all__ = ["model_collapse_step", "reward_accuracy_divergence", "rise_then_fall"]
+__all__ = [
+    "MODEL_COLLAPSE_STEP_RULE",
+    "REWARD_ACCURACY_DIVERGENCE_RULE",
+    "RISE_THEN_FALL_RULE",
+    "ModelCollapseSettings",
+    "RewardAccuracyDivergenceSettings",
+    "RiseThenFallSettings",
+    "collapse_window",
+    "model_collapse_step",
+    "reward_accuracy_divergence",
+    "rise_then_fall",
+    "smoothed",
+]
+
+MODEL_COLLAPSE_STEP: Final = "model_collapse_step"
+REWARD_ACCURACY_DIVERGENCE: Final = "reward_accuracy_divergence"
+RISE_THEN_FALL: Final = "rise_then_fall"
+
+
+class ModelCollapseSettings(RuleSettings):
+    """``model_collapse_step``: reward accuracy < ``threshold`` on each of the last ``window``
+    observations; the first such step is recorded in the state as the Model Collapse Step."""
+
+    severity: Severity = Field(
+        Severity.CRITICAL, strict=False, description="Severity of the alert it opens."
+    )
+    window: int = Field(1, ge=1, le=MAX_WINDOW, description="1 = the definition of §4.")
+    threshold: float = Field(
+        0.01, gt=0.0, le=1.0, description="Reward-accuracy threshold (science.md §4/§5)."
+    )
+    cooldown_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Steps before reopening.")
 
 
 def _below(rec: StepRecord, threshold: float) -> bool:
@@ -34,7 +77,7 @@ def _below(rec: StepRecord, threshold: float) -> bool:
 
 def collapse_window(ctx: RuleContext) -> tuple[list[int], list[float]] | None:
     """The last ``window`` reward-accuracy observations when all are below the threshold."""
-    s = ctx.config.model_collapse_step
+    s = ctx.config.settings(MODEL_COLLAPSE_STEP_RULE)
     steps: list[int] = []
     vals: list[float] = []
     for rec in reversed(ctx.history):
@@ -61,8 +104,7 @@ def _rollback_before(ctx: RuleContext, step: int) -> int | None:
     return None
 
 
-def model_collapse_step(ctx: RuleContext) -> RuleResult:
-    s = ctx.config.model_collapse_step
+def model_collapse_step(ctx: RuleContext, s: ModelCollapseSettings) -> RuleResult:
     gated = ctx.gate(MODEL_COLLAPSE_STEP, s, "reward_accuracy")
     if gated is not None:
         return gated
@@ -92,8 +134,35 @@ def model_collapse_step(ctx: RuleContext) -> RuleResult:
     )
 
 
-def reward_accuracy_divergence(ctx: RuleContext) -> RuleResult:
-    s = ctx.config.reward_accuracy_divergence
+MODEL_COLLAPSE_STEP_RULE: Final = Rule(
+    name=MODEL_COLLAPSE_STEP,
+    order=60,
+    settings=ModelCollapseSettings,
+    check=model_collapse_step,
+    reads=(("reward_accuracy",),),
+    doc=RuleDoc(
+        signal="`reward_accuracy`; on the counts `reward_accuracy_agree` / `reward_accuracy_total` "
+        "when the step carries them",
+        threshold="< {threshold:g} (agree·100 < total); first such step recorded in state",
+        window="{window} obs",
+        action="stop the run and roll back to the best gt_reward step before it",
+        science="§4, §5",
+    ),
+)
+
+
+class RewardAccuracyDivergenceSettings(TrendSettings):
+    """``reward_accuracy_divergence``: over the last ``window`` steps carrying both metrics,
+    slope(proxy_reward) >= ``min_proxy_slope`` and
+    slope(reward_accuracy) <= −``min_accuracy_decline``."""
+
+    min_proxy_slope: Slope = Field(0.002, description="Proxy-reward rise per step that counts.")
+    min_accuracy_decline: Slope = Field(
+        0.002, description="Reward-accuracy fall per step that counts."
+    )
+
+
+def reward_accuracy_divergence(ctx: RuleContext, s: RewardAccuracyDivergenceSettings) -> RuleResult:
     gated = ctx.gate(REWARD_ACCURACY_DIVERGENCE, s, "proxy_reward")
     if gated is not None:
         return gated
@@ -141,9 +210,38 @@ def reward_accuracy_divergence(ctx: RuleContext) -> RuleResult:
     )
 
 
+REWARD_ACCURACY_DIVERGENCE_RULE: Final = Rule(
+    name=REWARD_ACCURACY_DIVERGENCE,
+    order=70,
+    settings=RewardAccuracyDivergenceSettings,
+    check=reward_accuracy_divergence,
+    reads=(("proxy_reward",), ("reward_accuracy",)),
+    doc=RuleDoc(
+        signal="slopes of `proxy_reward` and `reward_accuracy`",
+        threshold="proxy ≥ +{min_proxy_slope:g}/step and accuracy ≤ −{min_accuracy_decline:g}/step",
+        window="{window} obs (both present)",
+        action="lower LR or change the intrinsic reward; prepare to roll back to the best step",
+        science="§4",
+    ),
+)
+
+
+class RiseThenFallSettings(RuleSettings):
+    """``rise_then_fall``: smoothed ``metric`` (mean of the last ``window`` observations) <= running
+    peak of the smoothed metric − ``margin``, at least ``patience_steps`` after the peak step."""
+
+    window: int = Field(3, ge=1, le=MAX_WINDOW, description="Smoothing window (observations).")
+    cooldown_steps: int = Field(20, ge=0, le=MAX_STEPS, description="Steps before reopening.")
+    metric: MetricName = Field("gt_reward", description="Validation metric to track.")
+    margin: float = Field(0.05, gt=0.0, le=1e6, description="Absolute drop below the peak.")
+    patience_steps: int = Field(
+        10, ge=0, le=MAX_STEPS, description="Steps after the peak before it may fire."
+    )
+
+
 def smoothed(ctx: RuleContext) -> float | None:
     """Mean of the last ``window`` observations of the rise-then-fall metric (None if too few)."""
-    s = ctx.config.rise_then_fall
+    s = ctx.config.settings(RISE_THEN_FALL_RULE)
     _, vals = last_values(ctx.history, s.metric, s.window)
     if len(vals) < s.window:
         return None
@@ -151,8 +249,7 @@ def smoothed(ctx: RuleContext) -> float | None:
     return m if finite(m) else None
 
 
-def rise_then_fall(ctx: RuleContext) -> RuleResult:
-    s = ctx.config.rise_then_fall
+def rise_then_fall(ctx: RuleContext, s: RiseThenFallSettings) -> RuleResult:
     gated = ctx.gate(RISE_THEN_FALL, s, s.metric)
     if gated is not None:
         return gated
@@ -186,3 +283,23 @@ def rise_then_fall(ctx: RuleContext) -> RuleResult:
         action=f"stop the run and roll back to step {peak.step} (best {s.metric})",
         rollback_step=peak.step,
     )
+
+
+def _tracked_metric(s: RiseThenFallSettings) -> Groups:
+    return ((s.metric,),)
+
+
+RISE_THEN_FALL_RULE: Final = Rule(
+    name=RISE_THEN_FALL,
+    order=80,
+    settings=RiseThenFallSettings,
+    check=rise_then_fall,
+    reads=_tracked_metric,
+    doc=RuleDoc(
+        signal="`{metric}` (configurable `metric`), mean of last {window}",
+        threshold="≥ {margin:g} below the running peak, ≥ {patience_steps} steps after the peak",
+        window="{window} obs smoothing",
+        action="stop the run and roll back to the peak step (`rollback_step`)",
+        science="§4",
+    ),
+)

@@ -24,8 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from service.detectors.names import RULE_NAMES
-
 __all__ = ["STATE_VERSION", "DetectorState", "Peak"]
 
 STATE_VERSION = 1
@@ -128,6 +126,9 @@ class DetectorState:
 
 def _rule_ints(raw: Any, name: str) -> dict[str, int]:
     """rule -> integer; unknown rule names are dropped (see :meth:`DetectorState.from_json`)."""
+    # imported here: the registry imports the rule modules, and those build states
+    from service.detectors.registry import RULE_NAMES
+
     if not isinstance(raw, Mapping):
         raise ValueError(f"{name} must be an object")
     return {str(k): _int(v, f"{name}.{k}") for k, v in raw.items() if k in RULE_NAMES}

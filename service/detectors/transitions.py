@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from service.detectors.config import DetectorConfig
-from service.detectors.names import RULE_NAMES, RuleStatus, Severity
+from service.detectors.names import RuleStatus, Severity
 from service.detectors.policy import RunPolicy
 from service.detectors.results import Evaluation, Firing
 from service.detectors.state import DetectorState
@@ -101,8 +101,8 @@ def compute_transitions(
     resolved: dict[str, int] = {}
     streaks = dict(state.clear_streak)
     after = dict(open_alerts)
-    for rule in RULE_NAMES:
-        result = evaluation.result(rule)
+    for result in evaluation.results:
+        rule = result.rule
         current = open_alerts.get(rule)
         firing = result.firing
         if result.status is RuleStatus.FIRING and firing is not None:

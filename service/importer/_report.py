@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.detectors import DetectorConfig, missing_inputs
+from service.detectors.rules_rewards import MODEL_COLLAPSE_STEP_RULE, RISE_THEN_FALL_RULE
 from service.importer._mapping import MappedRun
 from service.importer._model import LoggedRun
 from service.importer._upload import Uploaded
@@ -141,10 +142,11 @@ def build_report(
             "an oracle, logged by label-free RL runs; science §4)"
         )
     elif mcs is None:
-        threshold = config.model_collapse_step.threshold
+        threshold = config.settings(MODEL_COLLAPSE_STEP_RULE).threshold
         mcs_note = f"none: reward accuracy never fell below {threshold:g}"
     else:
-        mcs_note = f"reward accuracy below {config.model_collapse_step.threshold:g} from here"
+        threshold = config.settings(MODEL_COLLAPSE_STEP_RULE).threshold
+        mcs_note = f"reward accuracy below {threshold:g} from here"
     best, best_note = _best_step(run, stop, alerts, config)
     steps = [s["step"] for s in mapped.steps]
     return ImportReport(
@@ -178,16 +180,17 @@ def build_report(
 def _best_step(
     run: dict[str, Any], stop: StopLine | None, alerts: list[AlertLine], config: DetectorConfig
 ) -> tuple[int | None, str]:
+    metric = config.settings(RISE_THEN_FALL_RULE).metric
     if stop is not None and stop.best_step is not None:
         return stop.best_step, f"named by the automatic stop ({', '.join(stop.rules)})"
     if run.get("best_step") is not None:
-        return run["best_step"], f"peak of smoothed {config.rise_then_fall.metric}"
+        return run["best_step"], f"peak of smoothed {metric}"
     for alert in alerts:
         if alert.rollback_step is not None:
             return alert.rollback_step, f"named by the {alert.rule} alert"
     if not alerts:
         return None, "no alert fired: nothing to roll back from"
-    return None, f"no rule named one (best_step tracks {config.rise_then_fall.metric})"
+    return None, f"no rule named one (best_step tracks {metric})"
 
 
 def render(report: ImportReport, console: Any) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import Alert, Run, Step
 from service.detectors import DetectorConfig
+from service.detectors.rules_rewards import MODEL_COLLAPSE_STEP_RULE
 from service.schemas.alerts import AlertOut, CollapseSummary, SignalValue
 from service.storage import runs as run_store
 from service.storage._pagination import keyset_page
@@ -70,7 +71,7 @@ def collapse_summary(session: Session, run_id: int) -> CollapseSummary:
         verdict=run.verdict,
         status=run.status,
         model_collapse_step=run.model_collapse_step,
-        collapse_threshold=config.model_collapse_step.threshold,
+        collapse_threshold=config.settings(MODEL_COLLAPSE_STEP_RULE).threshold,
         best_step=run.best_step,
         alpha=run.alpha,
         stop_reason=run.stop_reason,

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.app import create_app
 from service.db.base import utcnow
 from service.db.models import Alert, Command, Run
-from service.detectors.names import RULE_NAMES, p_star
+from service.detectors import RULE_NAMES, p_star
 from service.query_histograms import LOG_ZPRIME_BOUNDS, SUCCESS_RATE_BOUNDS, summarize
 from service.run_metrics import ALL_FAMILIES, COMMAND_KINDS, COMMAND_STATUSES
 from service.schemas.steps import QueryIn
