@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
@@ -25,7 +25,6 @@ from service import run_metrics
 from service.auth import TokenCache
 from service.broker import CommandBroker, InProcessBroker, RedisBroker
 from service.db.engine import make_engine, make_session_factory
-from service.deps import reject_unknown_query
 from service.errors import SharpwatchError
 from service.log_throttle import OutageLog
 from service.middleware import BodySizeLimit, RequestTiming
@@ -120,8 +119,8 @@ def create_app(
     app.add_middleware(TrustedHosts, allowed=settings.allowed_hosts)  # outermost: first to run
     _install_error_handlers(app)
     _document_error_shapes(app)
-    # Probes and scrapers poll health and /metrics with whatever their tool appends; the API
-    # itself refuses query parameters it does not declare.
+    # Probes and scrapers poll health and /metrics with whatever their tool appends; every API
+    # route refuses query parameters it does not declare (its QueryParameters model, or NO_QUERY).
     app.include_router(health.router)
     app.include_router(metrics.router)
     for router in (
@@ -132,7 +131,7 @@ def create_app(
         projects.router,
         notifications.router,
     ):
-        app.include_router(router, dependencies=[Depends(reject_unknown_query)])
+        app.include_router(router)
     mount_ui(app)
     return app
 

@@ -8,16 +8,16 @@ plain functions, off the event loop."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.auth import DEV_PRINCIPAL, Principal, TokenCache, hash_token
 from service.broker import CommandBroker
-from service.errors import InvalidInputError
 from service.observability import ServiceMetrics
+from service.schemas.query import NoQuery
 from service.settings import Settings
 from service.storage import tokens as token_store
 
@@ -58,29 +58,13 @@ async def get_metrics(request: Request) -> ServiceMetrics:
     return metrics
 
 
-def _query_names(dependant: Any) -> set[str]:
-    names = {param.alias for param in dependant.query_params}
-    for sub in dependant.dependencies:
-        names |= _query_names(sub)
-    return names
+async def no_query(_: Annotated[NoQuery, Query()]) -> None:
+    """For a route that takes no query parameters: any is a 422 naming it. A route that takes
+    some declares them as one :class:`QueryParameters` model instead (``service.schemas.query``);
+    health and ``/metrics`` take whatever probes and scrapers append."""
 
 
-async def reject_unknown_query(request: Request) -> None:
-    """A query parameter the route does not declare is a 422 naming it (``?limt=5`` is a typo to
-    report, not a filter to drop silently), as unknown body fields are."""
-    if not request.query_params:
-        return
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return
-    known = _query_names(dependant)
-    for name in request.query_params:
-        if name not in known:
-            expected = ", ".join(sorted(known)) or "none"
-            raise InvalidInputError(
-                f"unknown query parameter {name!r}; this route takes: {expected}", field=name
-            )
+NO_QUERY = Depends(no_query)
 
 
 async def get_token_cache(request: Request) -> TokenCache:

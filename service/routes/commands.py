@@ -7,10 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import Field
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.body_guard import GuardedRoute
 from service.deps import (
+    NO_QUERY,
     BrokerDep,
     Operator,
     RunReader,
@@ -22,6 +24,7 @@ from service.deps import (
 from service.routes.runs import RunId
 from service.schemas.commands import AlphaDecisionOut, CommandAck, CommandCreate, CommandOut
 from service.schemas.common import Page
+from service.schemas.query import QueryParameters
 from service.storage import commands as command_store
 from service.storage import runs as run_store
 from service.wire import CommandKind, CommandStatus, RunStatus
@@ -32,6 +35,7 @@ CommandId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 @router.post(
     "/commands",
+    dependencies=[NO_QUERY],
     status_code=status.HTTP_201_CREATED,
     summary="Issue a command (operator): early_stop or adjust_alpha",
 )
@@ -41,6 +45,10 @@ async def issue_command(
     command = await run_in_threadpool(command_store.create_operator_command, session, run_id, body)
     await broker.publish(run_id)
     return CommandOut.model_validate(command)
+
+
+class PollQuery(QueryParameters):
+    wait: float = Field(0, ge=0, le=300, description="Seconds to wait (long-poll)")
 
 
 def _deliver(factory: sessionmaker[Session], run_id: int) -> tuple[list[CommandOut], bool]:
@@ -69,10 +77,10 @@ async def poll_commands(
     broker: BrokerDep,
     settings: SettingsDep,
     _: RunWriter,
-    wait: Annotated[float, Query(ge=0, le=300, description="Seconds to wait (long-poll)")] = 0,
+    query: Annotated[PollQuery, Query()],
 ) -> list[CommandOut]:
     await run_in_threadpool(_check_run, factory, run_id)
-    deadline = time.monotonic() + min(wait, settings.command_poll_max_wait)
+    deadline = time.monotonic() + min(query.wait, settings.command_poll_max_wait)
     async with broker.listen(run_id) as listener:
         while True:
             commands, live = await run_in_threadpool(_deliver, factory, run_id)
@@ -87,6 +95,7 @@ async def poll_commands(
 
 @router.post(
     "/commands/{command_id}/ack",
+    dependencies=[NO_QUERY],
     summary="Acknowledge a command (idempotent): applied at a step, or rejected",
 )
 def ack_command(
@@ -95,29 +104,34 @@ def ack_command(
     return CommandOut.model_validate(command_store.acknowledge(session, run_id, command_id, body))
 
 
+class HistoryQuery(QueryParameters):
+    kind: CommandKind | None = None
+    status_: CommandStatus | None = Field(None, alias="status")
+    cursor: str | None = Field(None, max_length=18, pattern=r"^\d{1,18}$")
+    limit: int = Field(100, ge=1, le=1000)
+
+
 @router.get("/commands/history", summary="Every command of the run, newest first")
 def command_history(
-    run_id: RunId,
-    session: SessionDep,
-    _: RunReader,
-    kind: CommandKind | None = None,
-    status_: Annotated[CommandStatus | None, Query(alias="status")] = None,
-    cursor: Annotated[str | None, Query(max_length=18, pattern=r"^\d{1,18}$")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    run_id: RunId, session: SessionDep, _: RunReader, query: Annotated[HistoryQuery, Query()]
 ) -> Page[CommandOut]:
     run_store.get(session, run_id)
     rows, next_id = command_store.history(
         session,
         run_id,
-        kind=kind,
-        status=status_,
-        before_id=int(cursor) if cursor else None,
-        limit=limit,
+        kind=query.kind,
+        status=query.status_,
+        before_id=int(query.cursor) if query.cursor else None,
+        limit=query.limit,
     )
     return Page[CommandOut].of(rows, next_id)
 
 
-@router.get("/alpha-decisions", summary="The α controller's decisions, newest first")
+@router.get(
+    "/alpha-decisions",
+    dependencies=[NO_QUERY],
+    summary="The α controller's decisions, newest first",
+)
 def alpha_decisions(run_id: RunId, session: SessionDep, _: RunReader) -> list[AlphaDecisionOut]:
     run_store.get(session, run_id)
     return [

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
+from pydantic import Field
 
 from service.body_guard import GuardedRoute
 from service.db.models import NotificationChannel
-from service.deps import FleetReader, Operator, SessionDep
+from service.deps import NO_QUERY, FleetReader, Operator, SessionDep
 from service.schemas.common import Page
 from service.schemas.notifications import (
     ChannelCreate,
@@ -20,12 +21,22 @@ from service.schemas.notifications import (
     SubscriptionCreate,
     SubscriptionOut,
 )
+from service.schemas.query import QueryParameters
 from service.storage import notifications as store
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"], route_class=GuardedRoute)
 ItemId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-Cursor = Annotated[str | None, Query(max_length=18, pattern=r"^\d{1,18}$")]
-Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+class SubscriptionsQuery(QueryParameters):
+    channel_id: int | None = Field(None, ge=1, le=2**31 - 1)
+
+
+class DeliveriesQuery(QueryParameters):
+    status: DeliveryStatus | None = None
+    run_id: int | None = Field(None, ge=1, le=2**31 - 1)
+    cursor: str | None = Field(None, max_length=18, pattern=r"^\d{1,18}$")
+    limit: int = Field(100, ge=1, le=1000)
 
 
 def _channel(row: NotificationChannel) -> ChannelOut:
@@ -41,6 +52,7 @@ def _channel(row: NotificationChannel) -> ChannelOut:
 
 @router.post(
     "/channels",
+    dependencies=[NO_QUERY],
     status_code=status.HTTP_201_CREATED,
     summary="Add a channel: a signed JSON webhook, Slack or Discord (URL and secret write-only)",
 )
@@ -49,13 +61,14 @@ def create_channel(body: ChannelCreate, session: SessionDep, _: Operator) -> Cha
     return ChannelCreated(**_channel(row).model_dump(), signing_secret=generated)
 
 
-@router.get("/channels", summary="Channels (URLs shown as hints only)")
+@router.get("/channels", dependencies=[NO_QUERY], summary="Channels (URLs shown as hints only)")
 def list_channels(session: SessionDep, _: Operator) -> Page[ChannelOut]:
     return Page[ChannelOut](items=[_channel(row) for row in store.list_channels(session)])
 
 
 @router.delete(
     "/channels/{channel_id}",
+    dependencies=[NO_QUERY],
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a channel, its subscriptions and its undelivered notifications",
 )
@@ -66,6 +79,7 @@ def delete_channel(channel_id: ItemId, session: SessionDep, _: Operator) -> Resp
 
 @router.post(
     "/subscriptions",
+    dependencies=[NO_QUERY],
     status_code=status.HTTP_201_CREATED,
     summary="Subscribe a channel to a project's or a run's events (or every run's)",
 )
@@ -79,14 +93,15 @@ def create_subscription(
 def list_subscriptions(
     session: SessionDep,
     _: Operator,
-    channel_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    query: Annotated[SubscriptionsQuery, Query()],
 ) -> Page[SubscriptionOut]:
-    rows = store.list_subscriptions(session, channel_id)
+    rows = store.list_subscriptions(session, query.channel_id)
     return Page[SubscriptionOut].of(rows, None)
 
 
 @router.delete(
     "/subscriptions/{subscription_id}",
+    dependencies=[NO_QUERY],
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a subscription",
 )
@@ -102,23 +117,21 @@ def delete_subscription(subscription_id: ItemId, session: SessionDep, _: Operato
 def list_deliveries(
     session: SessionDep,
     _: FleetReader,
-    status: DeliveryStatus | None = None,
-    run_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-    cursor: Cursor = None,
-    limit: Limit = 100,
+    query: Annotated[DeliveriesQuery, Query()],
 ) -> Page[DeliveryOut]:
     rows, next_id = store.deliveries(
         session,
-        status=status,
-        run_id=run_id,
-        limit=limit,
-        before_id=int(cursor) if cursor else None,
+        status=query.status,
+        run_id=query.run_id,
+        limit=query.limit,
+        before_id=int(query.cursor) if query.cursor else None,
     )
     return Page[DeliveryOut].of(rows, next_id)
 
 
 @router.post(
     "/deliveries/{delivery_id}/retry",
+    dependencies=[NO_QUERY],
     summary="Send a dead notification again, with a fresh set of tries",
 )
 def retry_delivery(delivery_id: ItemId, session: SessionDep, _: Operator) -> DeliveryOut:

@@ -8,11 +8,16 @@ from fastapi import APIRouter, Path, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from service.body_guard import GuardedRoute
-from service.deps import FleetReader, Operator, SessionDep
+from service.deps import NO_QUERY, FleetReader, Operator, SessionDep
 from service.schemas.retention import RetentionIn, RetentionOut
 from service.storage import retention as retention_store
 
-router = APIRouter(prefix="/api/v1/projects/{project}", tags=["projects"], route_class=GuardedRoute)
+router = APIRouter(
+    prefix="/api/v1/projects/{project}",
+    tags=["projects"],
+    route_class=GuardedRoute,
+    dependencies=[NO_QUERY],  # no route here takes query parameters
+)
 Project = Annotated[str, Path(min_length=1, max_length=128, description="Project name.")]
 
 

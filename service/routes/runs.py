@@ -6,9 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import Field
 
 from service.body_guard import GuardedRoute
 from service.deps import (
+    NO_QUERY,
     BrokerDep,
     FleetReader,
     Operator,
@@ -19,6 +21,7 @@ from service.deps import (
     TokenCacheDep,
 )
 from service.schemas.common import Page
+from service.schemas.query import QueryParameters
 from service.schemas.runs import RunCreate, RunOut, RunRegistered, RunUpdate
 from service.storage import runs as run_store
 from service.storage import tokens as token_store
@@ -30,6 +33,7 @@ RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Run id")]
 
 @router.post(
     "",
+    dependencies=[NO_QUERY],
     status_code=status.HTTP_201_CREATED,
     responses={200: {"model": RunRegistered, "description": "The run existed: a resumed trainer."}},
     summary="Register a run (idempotent on project + name); operator token",
@@ -55,32 +59,35 @@ def register_run(
     return RunRegistered.model_validate(run).model_copy(update={"ingest_token": token})
 
 
+class RunsQuery(QueryParameters):
+    project: str | None = Field(None, max_length=128)
+    status_: RunStatus | None = Field(None, alias="status")
+    cursor: str | None = Field(None, max_length=18, pattern=r"^\d{1,18}$")
+    limit: int = Field(100, ge=1, le=1000)
+
+
 @router.get("", summary="List runs")
 def list_runs(
-    session: SessionDep,
-    _: FleetReader,
-    project: Annotated[str | None, Query(max_length=128)] = None,
-    status_: Annotated[RunStatus | None, Query(alias="status")] = None,
-    cursor: Annotated[str | None, Query(max_length=18, pattern=r"^\d{1,18}$")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    session: SessionDep, _: FleetReader, query: Annotated[RunsQuery, Query()]
 ) -> Page[RunOut]:
     rows, next_id = run_store.list_runs(
         session,
-        project=project,
-        status=status_,
-        after_id=int(cursor) if cursor else None,
-        limit=limit,
+        project=query.project,
+        status=query.status_,
+        after_id=int(query.cursor) if query.cursor else None,
+        limit=query.limit,
     )
     return Page[RunOut].of(rows, next_id)
 
 
-@router.get("/{run_id}", summary="One run")
+@router.get("/{run_id}", dependencies=[NO_QUERY], summary="One run")
 def get_run(run_id: RunId, session: SessionDep, _: RunReader) -> RunOut:
     return RunOut.model_validate(run_store.get(session, run_id))
 
 
 @router.patch(
     "/{run_id}",
+    dependencies=[NO_QUERY],
     summary="Change a run: end it, its rule settings and policy, or release the α pin",
 )
 async def update_run(
@@ -113,6 +120,7 @@ async def update_run(
 
 @router.delete(
     "/{run_id}",
+    dependencies=[NO_QUERY],
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a run and everything stored about it; operator token",
     description="Steps, per-query rows, alerts, commands, α decisions and the run's ingest "

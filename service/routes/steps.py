@@ -8,16 +8,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from service.body_guard import GuardedRoute
-from service.deps import BrokerDep, MetricsDep, RunReader, RunWriter, SessionDep
+from service.deps import NO_QUERY, BrokerDep, MetricsDep, RunReader, RunWriter, SessionDep
 from service.errors import InvalidInputError
 from service.observability import ServiceMetrics
 from service.routes.runs import RunId
 from service.schemas.common import MAX_INT32, MetricName
+from service.schemas.query import QueryParameters
 from service.schemas.steps import (
     QueryHistory,
     QueryId,
@@ -38,6 +39,7 @@ _METRIC_LIST: TypeAdapter[list[str]] = TypeAdapter(list[MetricName])
 
 @router.post(
     "/steps",
+    dependencies=[NO_QUERY],
     summary="Ingest step records (idempotent; all or nothing)",
     responses={
         404: {"description": "Unknown run"},
@@ -95,34 +97,40 @@ def _store_and_detect(
     return result, outcome.commands_created
 
 
+class StepRange(QueryParameters):
+    from_: int | None = Field(None, alias="from", ge=0, le=MAX_INT32)
+    to: int | None = Field(None, ge=0, le=MAX_INT32)
+
+
+class StepSeriesQuery(StepRange):
+    metrics: str | None = Field(
+        None, max_length=4096, description="Comma-separated metric names; default all."
+    )
+    limit: int = Field(1000, ge=1, le=10000)
+    cursor: str | None = Field(
+        None,
+        max_length=10,
+        pattern=r"^\d{1,10}$",
+        description="`next_cursor` of the previous page (the paging shape of every listing).",
+    )
+
+
 @router.get("/steps", summary="Step series of a run")
 def step_series(
     run_id: RunId,
     session: SessionDep,
     _: RunReader,
-    from_: Annotated[int | None, Query(alias="from", ge=0, le=MAX_INT32)] = None,
-    to: Annotated[int | None, Query(ge=0, le=MAX_INT32)] = None,
-    metrics: Annotated[
-        str | None,
-        Query(max_length=4096, description="Comma-separated metric names; default all."),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    cursor: Annotated[
-        str | None,
-        Query(
-            max_length=10,
-            pattern=r"^\d{1,10}$",
-            description="`next_cursor` of the previous page (the paging shape of every listing).",
-        ),
-    ] = None,
+    query: Annotated[StepSeriesQuery, Query()],
 ) -> StepSeries:
     run_store.get(session, run_id)
-    names = _metric_list(metrics)
-    start = from_ if cursor is None else max(from_ or 0, int(cursor))
-    return step_store.series(session, run_id, start=start, stop=to, metrics=names, limit=limit)
+    names = _metric_list(query.metrics)
+    start = query.from_ if query.cursor is None else max(query.from_ or 0, int(query.cursor))
+    return step_store.series(
+        session, run_id, start=start, stop=query.to, metrics=names, limit=query.limit
+    )
 
 
-@router.get("/steps/{step}", summary="One step with its per-query rows")
+@router.get("/steps/{step}", dependencies=[NO_QUERY], summary="One step with its per-query rows")
 def step_detail(
     run_id: RunId,
     step: Annotated[int, Path(ge=0, le=MAX_INT32)],
@@ -144,11 +152,10 @@ def query_history(
     query_id: QueryId,
     session: SessionDep,
     _: RunReader,
-    from_: Annotated[int | None, Query(alias="from", ge=0, le=MAX_INT32)] = None,
-    to: Annotated[int | None, Query(ge=0, le=MAX_INT32)] = None,
+    steps: Annotated[StepRange, Query()],
 ) -> QueryHistory:
     run_store.get(session, run_id)
-    return step_store.query_history(session, run_id, query_id, start=from_, stop=to)
+    return step_store.query_history(session, run_id, query_id, start=steps.from_, stop=steps.to)
 
 
 def _metric_list(raw: str | None) -> list[str] | None:
