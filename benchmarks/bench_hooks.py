@@ -21,6 +21,9 @@
    alternate step by step so load drifts hit both alike; median and p90 of the wall time of
    ``step()``. Also the answer-key hashing of 8,192 keys: the per-key comprehension it replaced
    against ``assign_modes``' ``map(hash)`` pass.
+5. ``--trainer-vs REF``: ``Monitor.step``'s training-thread cost, git ``REF``'s code against the
+   working tree's, interleaved in one run, then the working tree's cost per metric section
+   (``_trainer_ab.py``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,13 @@ from typing import Any
 import httpx
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+# BENCH_HOOKS_TREE: another checkout's code (``--trainer-vs``' "before" child)
+sys.path.insert(
+    0,
+    os.environ.get(
+        "BENCH_HOOKS_TREE", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    ),
+)
 
 from trainer_hooks import (
     Monitor,
@@ -314,6 +323,11 @@ def _print_wal() -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--trainer-child"]:
+        import _trainer_ab
+
+        _trainer_ab.child_main()
+        return
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         _child(sys.argv[2])
         return
@@ -321,6 +335,11 @@ def main() -> None:
           f"threads {torch.get_num_threads()}")  # fmt: skip
     if sys.argv[1:] == ["--wal"]:  # only section 3
         _print_wal()
+        return
+    if len(sys.argv) == 3 and sys.argv[1] == "--trainer-vs":  # section 5 only
+        import _trainer_ab
+
+        _trainer_ab.report(sys.argv[2])
         return
     if sys.argv[1:] == ["--trainer"]:  # only section 4, with torch's threads, then 1
         threads = torch.get_num_threads()

@@ -155,10 +155,20 @@ def _masked_row_sums(h: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, to
     rows = max(1, _CPU_BLOCK_ELEMENTS // max(1, h.shape[-1]))
     tok = torch.empty(h.shape[0], dtype=h.dtype)
     ent = torch.empty(h.shape[0], dtype=h.dtype)
+    # One block-sized buffer for the products (and one for a bool mask read as 0/1), reused
+    # block after block: a fresh 4 MB tensor per block costs more than the product itself
+    # (page faults); the values and the order of the sums are those of mul(...).sum().
+    prod = torch.empty((min(rows, h.shape[0]), h.shape[-1]), dtype=h.dtype)
+    as_float = torch.empty_like(prod) if m.dtype == torch.bool else None
     for start in range(0, h.shape[0], rows):
-        block_m = m[start : start + rows]
-        tok[start : start + rows] = block_m.sum(dim=-1)
-        ent[start : start + rows] = torch.mul(h[start : start + rows], block_m).sum(dim=-1)
+        stop = min(start + rows, h.shape[0])
+        block_m = m[start:stop]
+        if as_float is not None:  # bool → 0/1 (a bool row sum and a float·bool product are slow)
+            block_m = as_float[: stop - start].copy_(block_m)
+        tok[start:stop] = block_m.sum(dim=-1)
+        out = prod[: stop - start]
+        torch.mul(h[start:stop], block_m, out=out)
+        ent[start:stop] = out.sum(dim=-1)
     idx = torch.nonzero(~torch.isfinite(ent)).reshape(-1)  # usually empty: then a no-op
     mb = m.index_select(0, idx)
     mb = mb if mb.dtype == torch.bool else mb != 0

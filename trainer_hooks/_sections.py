@@ -96,6 +96,9 @@ class StepContext:
     stats: GroupStats | None = None
     #: The advantages for the update (after IAC when it is on); set by :func:`iac_section`.
     used: torch.Tensor | None = None
+    #: Selected tokens per response ``[N]`` under ``inputs.mask`` (every position of the mask
+    #: counted, no empty logit rows): the response lengths, set by :func:`entropy_section`.
+    mask_counts: torch.Tensor | None = None
     #: Response lengths ``[N]`` when known; set by :func:`length_section`.
     lengths: torch.Tensor | None = None
     #: Floats the caller passed as floats (no device copy needed).
@@ -133,6 +136,8 @@ def entropy_section(ctx: StepContext, pk: StepPacker) -> None:
     if ent is None:
         return
     es = entropy_summary(ent, inputs.mask, ctx.layout, empty=empty)
+    if inputs.mask is not None and empty is None:
+        ctx.mask_counts = es.tokens_per_sequence
     pk.add("entropy", es.mean)
     pk.add("entropy_tokens", es.tokens)
     pk.add("q_entropy", es.per_query)
@@ -225,9 +230,14 @@ def length_section(ctx: StepContext, pk: StepPacker) -> None:
     inputs, layout = ctx.inputs, ctx.layout
     if inputs.response_lengths is None and inputs.mask is None:
         return
-    lengths = response_lengths(layout, mask=inputs.mask, lengths=inputs.response_lengths).to(
-        pk.device
-    )
+    if inputs.response_lengths is None and ctx.mask_counts is not None:
+        # the entropy section has counted the mask's response tokens already: the same count
+        # (0/1 masks), without reading the [N, T] mask a second time (issue 21)
+        lengths = ctx.mask_counts.to(torch.float32)
+    else:
+        lengths = response_lengths(layout, mask=inputs.mask, lengths=inputs.response_lengths).to(
+            pk.device
+        )
     ctx.lengths = lengths
     pk.add("response_length", lengths.mean())
     pk.add(
