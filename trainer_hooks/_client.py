@@ -16,7 +16,6 @@ import contextlib
 import itertools
 import json
 import logging
-import math
 import random
 import re
 import signal
@@ -25,14 +24,17 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 import httpx
+from pydantic import ConfigDict
 
+from service.wire import run as wire_run
+from service.wire.finite import is_finite, split_non_finite
 from trainer_hooks import _exit
+from trainer_hooks._api import ServiceApi
 from trainer_hooks._errors import ConfigurationError, ServiceError
 from trainer_hooks._record import DeferredRecord
 from trainer_hooks._spool import (
@@ -55,36 +57,22 @@ BAD_LINES_METRIC = "client_spool_bad_lines"
 AUTH_FAILURES_METRIC = "client_auth_failures"
 
 
-@dataclass(frozen=True, slots=True)
-class RunInfo:
+class RunInfo(wire_run.RunInfo):
     """The service's view of a registered run."""
 
-    id: int
-    name: str
-    project: str
-    group_size: int
-    kl_beta: float
-    status: str
+    model_config = ConfigDict(frozen=True)
+
     created: bool  # False when an existing run was reattached (resume)
-    last_step: int | None = None  # highest step the service holds (resume from last_step + 1)
-    alpha: float | None = None  # IAC α in effect as the service last saw it
     ingest_token: str | None = None  # this run's token, when the service requires tokens
 
 
 def sanitize_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON-safe copy: non-finite metric values become null and are named in ``non_finite``."""
+    """A JSON-safe copy: non-finite metric values become null and are named in ``non_finite``,
+    non-finite per-query values become null (``service.wire.finite``)."""
     out = dict(record)
-    metrics: dict[str, Any] = {}
-    non_finite = list(out.get("non_finite") or [])
-    for name, value in (out.get("metrics") or {}).items():
-        if value is not None and not math.isfinite(float(value)):
-            metrics[name] = None
-            if name not in non_finite:
-                non_finite.append(name)
-        else:
-            metrics[name] = None if value is None else float(value)
-    out["metrics"] = metrics
-    out["non_finite"] = non_finite
+    out["metrics"], out["non_finite"] = split_non_finite(
+        out.get("metrics") or {}, out.get("non_finite") or ()
+    )
     queries = out.get("queries")
     if queries:
         out["queries"] = [_sanitize_query(q) for q in queries]
@@ -94,7 +82,7 @@ def sanitize_record(record: Mapping[str, Any]) -> dict[str, Any]:
 def _sanitize_query(query: Mapping[str, Any]) -> dict[str, Any]:
     clean = dict(query)
     for key, value in query.items():
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, float) and not is_finite(value):
             clean[key] = None
     return clean
 
@@ -183,6 +171,7 @@ class SharpwatchClient:
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
         )
+        self._api = ServiceApi(self._http)
         self.base_url = base_url.rstrip("/")
         self._max_queue = max_queue
         self._batch_size = batch_size
@@ -295,7 +284,7 @@ class SharpwatchClient:
 
     def _register(self, spec: dict[str, Any]) -> None:
         try:
-            response = self._http.post("/api/v1/runs", json=spec)
+            response = self._api.register_run(spec)
         except httpx.HTTPError as exc:
             raise ServiceError(f"cannot reach sharpwatch at {self.base_url}: {exc}") from exc
         if response.status_code not in (200, 201):
@@ -303,18 +292,8 @@ class SharpwatchClient:
                 f"run registration failed ({response.status_code}): {response.text[:500]}",
                 status_code=response.status_code,
             )
-        data = response.json()
-        self._run = RunInfo(
-            id=int(data["id"]),
-            name=data["name"],
-            project=data["project"],
-            group_size=int(data["group_size"]),
-            kl_beta=float(data["kl_beta"]),
-            status=data["status"],
-            created=response.status_code == 201,
-            last_step=data.get("last_step"),
-            alpha=data.get("alpha"),
-            ingest_token=data.get("ingest_token"),
+        self._run = RunInfo.model_validate(
+            {**response.json(), "created": response.status_code == 201}
         )
         if self._run.ingest_token:
             # From now on act as this run only: the operator token registered it.
@@ -332,8 +311,22 @@ class SharpwatchClient:
 
     @property
     def http(self) -> httpx.Client:
-        """The underlying HTTP client (shared with the command poller)."""
+        """The underlying HTTP client (base URL and the run's token set)."""
         return self._http
+
+    def update_run(self, change: Mapping[str, Any]) -> httpx.Response:
+        """``PATCH`` the registered run (e.g. ``{"status": "finished"}``); transport errors
+        raise ``httpx.HTTPError``, the answer is returned as it is."""
+        return self._api.update_run(self._registered().id, change)
+
+    def collapse_status(self, *, timeout: float = 5.0) -> httpx.Response:
+        """``GET`` the registered run's collapse status (verdict, open alerts)."""
+        return self._api.collapse(self._registered().id, timeout=timeout)
+
+    def _registered(self) -> RunInfo:
+        if self._run is None:
+            raise ServiceError("no run is registered with the service yet")
+        return self._run
 
     def set_token(self, token: str) -> None:
         """Send with ``token`` from now on (steps and commands), and retry what waits at once:
@@ -874,11 +867,7 @@ class SharpwatchClient:
         while lines:
             body = encode_body(lines)
             try:
-                response = self._http.post(
-                    f"/api/v1/runs/{self._run.id}/steps",
-                    content=body,
-                    headers={"content-type": "application/json"},
-                )
+                response = self._api.post_steps(self._run.id, body)
             except httpx.HTTPError as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 return True
@@ -1080,19 +1069,18 @@ def _run_spec(
     detectors: Mapping[str, Any] | None = None,
     policy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "name": name,
-        "project": project,
-        "group_size": group_size,
-        "kl_beta": kl_beta,
-        "config": dict(config or {}),
-        "tags": dict(tags or {}),
-    }
-    if detectors is not None:
-        spec["detectors"] = dict(detectors)
-    if policy is not None:
-        spec["policy"] = dict(policy)
-    return spec
+    """The wire's run spec as sent; the service validates it (and names a field it refuses)."""
+    spec = wire_run.RunSpec[dict[str, Any], dict[str, Any]].model_construct(
+        name=name,
+        project=project,
+        group_size=group_size,
+        kl_beta=kl_beta,
+        config=dict(config or {}),
+        tags=dict(tags or {}),
+        detectors=None if detectors is None else dict(detectors),
+        policy=None if policy is None else dict(policy),
+    )
+    return {field: value for field, value in spec if value is not None}
 
 
 _live_clients: weakref.WeakSet[SharpwatchClient] = weakref.WeakSet()

@@ -20,10 +20,15 @@ from typing import Any, Protocol
 
 import httpx
 
+from service.wire.command import Command
+from service.wire.enums import CommandKind
+from trainer_hooks._api import ServiceApi
 from trainer_hooks._errors import ConfigurationError
 from trainer_hooks._types import AlphaChange
 
 log = logging.getLogger("trainer_hooks.commands")
+
+_KINDS = frozenset(CommandKind)
 
 
 class CommandTarget(Protocol):
@@ -38,7 +43,7 @@ class CommandTarget(Protocol):
 
 
 class CommandPoller:
-    """Long-polls ``GET /api/v1/runs/{run_id}/commands?wait=…`` in a daemon thread.
+    """Long-polls the run's commands (``GET .../commands?wait=…``) in a daemon thread.
 
     Args:
         base_url: the service.
@@ -67,16 +72,20 @@ class CommandPoller:
         headers = {"user-agent": "sharpwatch-trainer-hooks"}
         if token:
             headers["authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            headers=headers,
-            timeout=httpx.Timeout(10.0, read=wait + 10.0),
-            transport=transport,
+        self._api = ServiceApi(
+            httpx.Client(
+                base_url=base_url.rstrip("/"),
+                headers=headers,
+                timeout=httpx.Timeout(10.0, read=wait + 10.0),
+                transport=transport,
+            )
         )
         # Acks travel on their own connection and thread: an α change applied by the training
         # thread is acknowledged at once, not after the current long-poll returns.
-        self._ack_http = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=10.0, transport=transport
+        self._ack_api = ServiceApi(
+            httpx.Client(
+                base_url=base_url.rstrip("/"), headers=headers, timeout=10.0, transport=transport
+            )
         )
         self.run_id = run_id
         self.target = target
@@ -105,8 +114,8 @@ class CommandPoller:
         self._stop.set()
         self._acks.put((0, {}))  # wake the ack thread
         self._ack_thread.join(timeout=max(0.1, deadline - time.monotonic()))
-        self._http.close()
-        self._ack_http.close()
+        self._api.close()
+        self._ack_api.close()
         self._thread.join(timeout=0.1)
 
     # -- thread ------------------------------------------------------------------------------
@@ -115,9 +124,7 @@ class CommandPoller:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                response = self._http.get(
-                    f"/api/v1/runs/{self.run_id}/commands", params={"wait": self.wait}
-                )
+                response = self._api.poll_commands(self.run_id, wait=self.wait)
                 if response.status_code != 200:
                     raise httpx.HTTPStatusError(
                         f"HTTP {response.status_code}: {response.text[:200]}",
@@ -135,42 +142,43 @@ class CommandPoller:
                 continue
             for command in commands:
                 self._handle(command)
-            if any(c.get("kind") == "early_stop" for c in commands):
+            if any(c.get("kind") == CommandKind.EARLY_STOP for c in commands):
                 return  # the run is stopping: nothing further to apply
             if not commands and time.monotonic() - started < 0.5:
                 # The service answered at once with nothing (the run has ended): don't spin.
                 self._stop.wait(1.0)
 
-    def _handle(self, command: dict[str, Any]) -> None:
-        command_id = int(command["id"])
+    def _handle(self, raw: dict[str, Any]) -> None:
+        command_id = int(raw["id"])
         if command_id in self.seen:
             return
         self.seen.add(command_id)
-        kind = command.get("kind")
+        kind = raw.get("kind")
         try:
-            if kind == "adjust_alpha":
-                alpha = float(command["alpha"])
+            if kind not in _KINDS:
+                self._acks.put(
+                    (command_id, {"status": "rejected", "detail": f"unknown kind {kind!r}"})
+                )
+            elif (command := Command.model_validate(raw)).kind is CommandKind.ADJUST_ALPHA:
+                if command.alpha is None:
+                    raise ValueError("adjust_alpha carries no alpha")
 
                 def applied(change: AlphaChange, command_id: int = command_id) -> None:
                     self._acks.put(
                         (command_id, {"status": "applied", "step": change.effective_step})
                     )
 
-                self.target.set_alpha(alpha, str(command.get("reason", "")), on_applied=applied)
-            elif kind == "early_stop":
-                self.target.request_stop(str(command.get("reason", "")), command.get("best_step"))
+                self.target.set_alpha(command.alpha, command.reason, on_applied=applied)
+            else:
+                self.target.request_stop(command.reason, command.best_step)
                 step = self.target.last_step
                 self._acks.put(
                     (command_id, {"status": "applied", "step": 0 if step is None else step})
                 )
-            else:
-                self._acks.put(
-                    (command_id, {"status": "rejected", "detail": f"unknown kind {kind!r}"})
-                )
         except Exception as exc:
             log.warning("sharpwatch command %s could not be applied: %s", command_id, exc)
             self._acks.put((command_id, {"status": "rejected", "detail": str(exc)[:1000]}))
-        self.applied.append(command)
+        self.applied.append(raw)
 
     def _ack_loop(self) -> None:
         backoff = 0.0
@@ -192,9 +200,7 @@ class CommandPoller:
     def _post_ack(self, command_id: int, body: dict[str, Any]) -> bool:
         """True when the ack is settled (stored, or refused for good)."""
         try:
-            response = self._ack_http.post(
-                f"/api/v1/runs/{self.run_id}/commands/{command_id}/ack", json=body
-            )
+            response = self._ack_api.ack_command(self.run_id, command_id, body)
         except httpx.HTTPError as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             return False

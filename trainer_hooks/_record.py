@@ -11,16 +11,13 @@ The built record is the one the synchronous path builds from the same values, fi
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["DeferredRecord", "DeferredStepSender", "build_queries", "finite_or_none"]
+from service.wire.finite import finite_or_none
 
-
-def finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
+__all__ = ["DeferredRecord", "DeferredStepSender", "build_queries"]
 
 
 def build_queries(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from trainer_hooks._record import finite_or_none
+from service.wire.finite import split_non_finite
 from trainer_hooks._types import StepInputs
 from trainer_hooks._unsupervised import ModelCollapseTracker
 
@@ -90,11 +90,4 @@ def collapse_metrics(raw: dict[str, float], tracker: ModelCollapseTracker, step:
 def wire_metrics(raw: dict[str, float]) -> tuple[dict[str, float | None], list[str]]:
     """The record's ``metrics`` (sorted by name; non-finite values → ``None``) and the names
     of the non-finite ones."""
-    metrics: dict[str, float | None] = {}
-    non_finite: list[str] = []
-    for k in sorted(raw):
-        val = finite_or_none(raw[k])
-        metrics[k] = val
-        if val is None:
-            non_finite.append(k)
-    return metrics, non_finite
+    return split_non_finite({name: raw[name] for name in sorted(raw)})

@@ -235,14 +235,13 @@ class RunSession:
             # that is answering, so a trainer leaving during an outage leaves at once.
             reachable = self.client.last_error is None
             flushed = self.client.flush(timeout=30.0 if reachable else 1.0)
-            run = self.client.run
-            if run is not None:
+            if self.client.run is not None:
                 change: dict[str, str] = {"status": status}
                 why = reason or self.failure_reason
                 if status == "failed" and why:
                     change["failure_reason"] = why
                 with contextlib.suppress(httpx.HTTPError):
-                    self.client.http.patch(f"/api/v1/runs/{run.id}", json=change)
+                    self.client.update_run(change)
             self.client.close(timeout=10.0 if flushed else 1.0)
             self.client = None
         if poller is not None:

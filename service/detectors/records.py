@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["StepRecord"]
+from service.wire.finite import is_finite
+from service.wire.step import STEP_RECORD_FIELDS
 
-_RESERVED = frozenset({"step", "metrics", "non_finite"})
+__all__ = ["StepRecord"]
 
 
 @dataclass(frozen=True, slots=True)
 class StepRecord:
-    """One ingested step.
+    """One ingested step: the detectors' view of the wire's step record
+    (:class:`service.wire.step.StepRecord`), without its per-query rows.
 
     ``metrics`` maps standard metric names (``entropy``, ``success_rate``, ...) to a float or
     ``None``; absent names mean "not reported". ``non_finite`` lists the metrics the trainer saw
@@ -29,7 +30,7 @@ class StepRecord:
     def value(self, name: str) -> float | None:
         """The metric as a finite float, or ``None`` when missing, ``None`` or non-finite."""
         v = self.metrics.get(name)
-        if v is None or not math.isfinite(v):
+        if v is None or not is_finite(v):
             return None
         if self.non_finite and name in self.non_finite:
             return None
@@ -39,15 +40,16 @@ class StepRecord:
         """Sorted names reported non-finite, plus any metric whose value is itself NaN/inf."""
         names = set(self.non_finite)
         for k, v in self.metrics.items():
-            if v is not None and not math.isfinite(v):
+            if v is not None and not is_finite(v):
                 names.add(k)
         return tuple(sorted(names))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> StepRecord:
-        """Build a record from ``{"step": int, "metrics": {...}, "non_finite": [...]}`` or from a
-        flat ``{"step": int, "entropy": 0.4, ...}`` dict (every key but ``step``/``non_finite`` is
-        a metric). Values must be numbers or ``None``; ``bool`` is rejected."""
+        """Build a record from a wire record (``{"step": int, "metrics": {...}, "non_finite":
+        [...], ...}``) or from a flat ``{"step": int, "entropy": 0.4, ...}`` dict (every key that
+        is not a field of the wire's step record is a metric). Values must be numbers or
+        ``None``; ``bool`` is rejected."""
         if "step" not in data:
             raise ValueError("step record has no 'step'")
         step = data["step"]
@@ -56,7 +58,7 @@ class StepRecord:
         raw = (
             data["metrics"]
             if "metrics" in data
-            else {k: v for k, v in data.items() if k not in _RESERVED}
+            else {k: v for k, v in data.items() if k not in STEP_RECORD_FIELDS}
         )
         if not isinstance(raw, Mapping):
             raise ValueError("metrics must be a mapping")

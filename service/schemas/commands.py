@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from service.schemas.common import MAX_INT32, FiniteFloat, StorableText, StrictModel
 from service.wire import CommandKind, CommandSource, CommandStatus, OneOf
+from service.wire.command import Command
 
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=1024), StorableText]
 
@@ -47,17 +48,12 @@ class CommandAck(StrictModel):
     detail: Annotated[str, StringConstraints(max_length=1024), StorableText] | None = None
 
 
-class CommandOut(BaseModel):
+class CommandOut(Command):
     model_config = ConfigDict(from_attributes=True)
 
-    id: int
     run_id: int
-    kind: CommandKind
     status: CommandStatus
     source: CommandSource
-    reason: str
-    alpha: float | None
-    best_step: int | None
     rules: list[str] = Field(description="Rules that triggered a detector's command.")
     issued_step: int | None = Field(description="Step whose ingest produced the command.")
     applied_step: int | None

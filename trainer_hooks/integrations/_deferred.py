@@ -13,11 +13,11 @@ can (issue 21).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Mapping
 from typing import Any
 
+from service.wire.finite import split_non_finite
 from trainer_hooks._record import DeferredRecord, DeferredStepSender
 from trainer_hooks._types import StepSender
 from trainer_hooks._watch import RunSession
@@ -76,15 +76,12 @@ class DeferredSender:
         else:
             merged = dict(record.get("metrics") or {})
             non_finite = list(record.get("non_finite") or [])
-        for name, value in metrics.items():
-            if merged.get(name) is not None:
-                continue
-            if value is not None and not math.isfinite(value):
-                merged[name] = None
-                if name not in non_finite:
-                    non_finite.append(name)
-            else:
-                merged[name] = None if value is None else float(value)
+        # The framework's values fill what the monitor has no value for (non-finite → null).
+        added, non_finite = split_non_finite(
+            {name: value for name, value in metrics.items() if merged.get(name) is None},
+            non_finite,
+        )
+        merged.update(added)
         if isinstance(record, DeferredRecord):
             record = record.with_metrics(merged, non_finite)
             step = record.step

@@ -88,11 +88,10 @@ class ServiceStatus:
     def refresh(self) -> bool:
         """One fetch now (the background loop's body); True when the service answered."""
         client = self.session.client
-        run = None if client is None else client.run
-        if client is None or run is None:
+        if client is None or client.run is None:
             return False
         try:
-            response = client.http.get(f"/api/v1/runs/{run.id}/collapse", timeout=5.0)
+            response = client.collapse_status(timeout=5.0)
         except httpx.HTTPError as exc:
             log.debug("sharpwatch status fetch failed: %s", exc)
             return False
