@@ -70,3 +70,21 @@ def test_every_query_field_documents_its_unit() -> None:
     for field in QUERY_FIELDS:
         assert field.unit
         assert f"({field.unit})" in schema[field.name]["description"]
+
+
+def test_the_hooks_build_query_rows_from_the_table() -> None:
+    from trainer_hooks._record import build_queries
+
+    host = {"q_size": [4.0, 4.0], "q_successes": [1.0, 4.0], "q_n_modes": [2.0, 1.0]}
+    host |= {f"q_{f.name}": [0.5, float("nan")] for f in QUERY_FIELDS if f.type is float}
+    rows = build_queries(host, ["a", "b"], 2)
+    assert [list(row) for row in rows] == [list(QUERY_ROW_FIELDS)] * 2
+    for row in rows:
+        QueryIn.model_validate(row)
+    assert rows[1]["entropy"] is None
+    assert rows[0]["n_modes"] == 2
+    without = build_queries({"q_size": [2.0], "q_successes": [0.0]}, None, 1)
+    assert without == [
+        {"query_id": "q0", "group_size": 2, "successes": 0}
+        | dict.fromkeys(f.name for f in QUERY_FIELDS)
+    ]
