@@ -8,7 +8,8 @@ the middleware) before its 401. ``GuardedRoute`` runs, after routing and before 
    declares (``deps.require_*``), called early; the principal is kept for the route's own;
 2. the body, read as it streams, refused with 413 the moment it passes ``max_body_bytes``;
 3. the content type (415), then one JSON parse that reports duplicate keys in the same pass
-   (422 naming the key), whose result FastAPI then validates; the raw bytes are released first.
+   (422 naming the key), whose result FastAPI then validates; the raw bytes are released as soon
+   as they are decoded to text, before the parse builds its tree.
 
 A refused request's connection is closed, so a client cannot keep sending a body nobody reads.
 """
@@ -62,7 +63,7 @@ class BodyRejectedError(Exception):
         self.kind = kind
 
 
-def parse_json(body: bytes | bytearray) -> Any:
+def parse_json(body: bytes | bytearray | str) -> Any:
     """The body's one JSON parse; duplicate object keys, nesting too deep for the parser, and
     integer literals too long to convert are refused (``BodyRejectedError``) in the same pass."""
     try:
@@ -87,6 +88,19 @@ def parse_json(body: bytes | bytearray) -> Any:
         raise BodyRejectedError(422, "body", "body is not valid JSON: not UTF-8 text") from None
     except ValueError as exc:  # e.g. an integer literal longer than 4300 digits
         raise BodyRejectedError(422, "body", f"body is not valid JSON: {exc}") from None
+
+
+def parse_released(body: bytearray) -> Any:
+    """``parse_json`` of ``body``, emptying ``body`` as soon as it is decoded to text (as
+    ``json.loads`` decodes bytes), so the raw bytes and the parsed tree are never alive together
+    (issue 14: the accepted maximum-size body's peak)."""
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    except UnicodeDecodeError:
+        raise BodyRejectedError(422, "body", "body is not valid JSON: not UTF-8 text") from None
+    finally:
+        body.clear()
+    return parse_json(text)
 
 
 def is_json(content_type: str) -> bool:
@@ -189,11 +203,11 @@ class GuardedRoute(APIRoute):
                         "with 'Content-Type: application/json'",
                     )
                 if body and content_type:
+                    # The bytes go once decoded; FastAPI validates the parsed value.
                     if len(body) > _PARSE_INLINE_BYTES:
-                        parsed = await run_in_threadpool(parse_json, body)
+                        parsed = await run_in_threadpool(parse_released, body)
                     else:
-                        parsed = parse_json(body)
-                    body.clear()  # the bytes go; FastAPI validates the parsed value
+                        parsed = parse_released(body)
                     request._body = _RELEASED
                     request._json = parsed
                 else:

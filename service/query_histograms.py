@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from operator import truediv
 from typing import Any, Protocol
+
+from service.schemas.query_rows import QueryRows
 
 #: Per-query success rate S⁺/G. ``le=0`` counts the all-fail groups; ``+Inf − le=0.999`` the
 #: all-pass ones (science.md §1: degenerate groups teach nothing).
@@ -66,11 +69,17 @@ def histogram(values: Iterable[float], bounds: Sequence[float]) -> dict[str, Any
 
 def summarize(queries: Sequence[QueryRow]) -> dict[str, Any]:
     """The ``steps.query_histograms`` value for one step's per-query rows."""
+    if isinstance(queries, QueryRows):  # read the two columns, not every row
+        rates: Iterable[float] = map(
+            truediv, queries.column("successes"), queries.column("group_size")
+        )
+        log_zprimes = queries.column("log_zprime")
+    else:
+        rates = (q.successes / q.group_size for q in queries)
+        log_zprimes = (q.log_zprime for q in queries)
     return {
-        "success_rate": histogram(
-            (q.successes / q.group_size for q in queries), SUCCESS_RATE_BOUNDS
-        ),
+        "success_rate": histogram(rates, SUCCESS_RATE_BOUNDS),
         "log_zprime": histogram(
-            (q.log_zprime for q in queries if q.log_zprime is not None), LOG_ZPRIME_BOUNDS
+            (value for value in log_zprimes if value is not None), LOG_ZPRIME_BOUNDS
         ),
     }

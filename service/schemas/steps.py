@@ -9,6 +9,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field, field_validator
 
 from service.schemas.common import Page, StrictModel
+from service.schemas.query_rows import QueryRows
 from service.wire.query import QueryId as QueryId
 from service.wire.query import QueryMeasures, QueryRow
 from service.wire.step import MAX_METRICS_PER_STEP as MAX_METRICS_PER_STEP
@@ -23,7 +24,13 @@ class QueryIn(QueryRow):
 
 class StepIn(StepRecord[QueryIn]):
     """One step's record (the rows are ``QueryIn``: the name the OpenAPI document and the
-    validation errors show)."""
+    validation errors show). Its rows are validated one by one as ``QueryIn``, then held by
+    column (``QueryRows``: a model per row would hold ~4x the body's size, issue 14)."""
+
+    queries: QueryRows = Field(  # type: ignore[assignment]
+        default_factory=QueryRows,
+        description="Per-query rows (one per query of the batch).",
+    )
 
     def content_hash(self) -> str:
         """Digest of the canonical content; an identical re-send has the same digest."""

@@ -7,9 +7,9 @@ service's peak RSS (VmHWM, reset just before the flood) may grow by at most FLOO
 three such requests arrive at once.
 
 An accepted maximum-size ingest body (31 MB of realistic step records) may raise the peak RSS by
-at most ACCEPTED_BOUND times its size. Issue 14 asks for under 4x; this tree measures about 6.4x
-(docs/benchmarks.md): the parsed JSON and the validated pydantic models of ~150k per-query rows
-are alive together, which only a columnar wire format or streaming validation would avoid.
+at most ACCEPTED_BOUND times its size: issue 14's "under 4x" (about 3x measured,
+docs/benchmarks.md; 6.4x before the per-query rows were held by column and the raw bytes released
+once decoded).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.reliability._procs import ServiceProcess
 BODY_BYTES = 31_000_000
 FLOOD_BOUND = 48 * 1024 * 1024  # bytes of peak-RSS growth allowed for the whole flood
 SENDERS = 3
-ACCEPTED_BOUND = 8.0  # peak RSS growth / body size for an accepted 31 MB ingest
+ACCEPTED_BOUND = 4.0  # peak RSS growth / body size for an accepted 31 MB ingest
 
 
 def _status(pid: int) -> dict[str, int]:

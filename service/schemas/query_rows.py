@@ -1,0 +1,176 @@
+"""One step's per-query rows held column by column (issue 14: an accepted maximum-size body
+peaks under 4× its size).
+
+A 31 MB ingest body carries ~150k per-query rows; one pydantic model per row held ~4× the body.
+``QueryRows`` is what ``StepIn.queries`` validates into: each row is still validated as a
+``QueryIn`` (same rules, same error locations and messages), then the step's rows are packed into
+a tuple of ids and typed arrays (~0.3× the body) as soon as the step's list is validated, so only
+one step's models are ever alive.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
+
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import core_schema
+
+from service.wire.query import QUERY_FIELDS
+
+if TYPE_CHECKING:
+    from service.schemas.steps import QueryIn
+
+
+class QueryTuple(NamedTuple):
+    """One validated per-query row: the fields of ``service.wire.query.QueryRow``, in its order
+    (``QUERY_ROW_FIELDS``; a test keeps the two equal)."""
+
+    query_id: str
+    group_size: int
+    successes: int
+    entropy: float | None
+    log_zprime: float | None
+    log_zprime_raw: float | None
+    n_modes: int | None
+    reward_accuracy: float | None
+    response_length: float | None
+
+
+_new_row: Callable[[tuple[Any, ...]], QueryTuple] = partial(tuple.__new__, QueryTuple)  # C speed
+_values_of: Callable[[Any], tuple[Any, ...]] = attrgetter(*QueryTuple._fields)
+# How each field is held: ids in a tuple, the rest in typed arrays. Floats are finite once
+# validated, so NaN stands for null; counts are never negative, so -1 does.
+_TYPECODES = ("", "l", "l", *("l" if field.type is int else "d" for field in QUERY_FIELDS))
+_NULL: dict[str, Any] = {"d": math.nan, "l": -1}
+
+
+def _pack(values: tuple[Any, ...], typecode: str) -> tuple[Sequence[Any], bool]:
+    """A column's storage, and whether it holds a null."""
+    if not typecode:
+        return values, False
+    if None not in values:
+        return array(typecode, values), False
+    null = _NULL[typecode]
+    return array(typecode, [null if value is None else value for value in values]), True
+
+
+def _with_nulls(column: Sequence[Any]) -> Iterator[Any]:
+    if isinstance(column, array) and column.typecode == "d":
+        return (None if value != value else value for value in column)  # NaN != NaN
+    return (None if value == -1 else value for value in column)
+
+
+class QueryRows(Sequence[QueryTuple]):
+    """A step's per-query rows; indexing and iteration give ``QueryTuple``s built on
+    demand."""
+
+    __slots__ = ("_columns", "_nulls")
+
+    def __init__(self, rows: Iterable[QueryIn] = ()) -> None:
+        values = list(map(_values_of, rows))
+        columns = zip(*values, strict=True) if values else [()] * len(_TYPECODES)
+        packed = [_pack(c, code) for c, code in zip(columns, _TYPECODES, strict=True)]
+        self._columns = tuple(column for column, _ in packed)
+        self._nulls = tuple(null for _, null in packed)
+
+    def _readers(self) -> list[Iterable[Any]]:
+        """The columns in row order, nulls restored (lazily)."""
+        return [
+            _with_nulls(column) if null else column
+            for column, null in zip(self._columns, self._nulls, strict=True)
+        ]
+
+    def __len__(self) -> int:
+        return len(self._columns[0])
+
+    def __iter__(self) -> Iterator[QueryTuple]:
+        return map(_new_row, zip(*self._readers(), strict=True))
+
+    @overload
+    def __getitem__(self, index: int) -> QueryTuple: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[QueryTuple]: ...
+    def __getitem__(self, index: int | slice) -> QueryTuple | list[QueryTuple]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        index = range(len(self))[index]  # IndexError as a list's
+        values = [column[index] for column in self._columns]
+        for position, null in enumerate(self._nulls):
+            if null:
+                values[position] = next(_with_nulls(self._columns[position][index : index + 1]))
+        return _new_row(tuple(values))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, QueryRows):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"QueryRows({list(self)!r})"
+
+    @property
+    def query_ids(self) -> Sequence[str]:
+        return self._columns[0]
+
+    def column(self, name: str) -> Iterable[Any]:
+        """One field's values in row order (nulls as None), without building the rows."""
+        position = QueryTuple._fields.index(name)
+        column = self._columns[position]
+        return _with_nulls(column) if self._nulls[position] else column
+
+    def dump(self) -> list[dict[str, Any]]:
+        """The rows as ``QueryIn.model_dump()`` writes them (JSON-safe: floats are finite)."""
+        return [
+            {
+                "query_id": query_id,
+                "group_size": group_size,
+                "successes": successes,
+                "entropy": entropy,
+                "log_zprime": log_zprime,
+                "log_zprime_raw": log_zprime_raw,
+                "n_modes": n_modes,
+                "reward_accuracy": reward_accuracy,
+                "response_length": response_length,
+            }
+            for (
+                query_id,
+                group_size,
+                successes,
+                entropy,
+                log_zprime,
+                log_zprime_raw,
+                n_modes,
+                reward_accuracy,
+                response_length,
+            ) in zip(*self._readers(), strict=True)
+        ]
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        from service.schemas.steps import MAX_QUERIES_PER_STEP, QueryIn  # imports this module
+
+        rows = core_schema.list_schema(
+            handler.generate_schema(QueryIn), max_length=MAX_QUERIES_PER_STEP
+        )
+        pack: Callable[[list[QueryIn]], QueryRows] = cls
+        return core_schema.no_info_after_validator_function(
+            pack,
+            core_schema.no_info_before_validator_function(_unpacked, rows),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                cls.dump, return_schema=core_schema.list_schema(core_schema.any_schema())
+            ),
+        )
+
+
+def _unpacked(value: Any) -> Any:
+    """Rows already packed (``StepIn(queries=other.queries)``) are validated again as dicts."""
+    return value.dump() if isinstance(value, QueryRows) else value
