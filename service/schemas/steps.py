@@ -24,9 +24,10 @@ class QueryIn(QueryRow):
 
 class StepIn(StepRecord[QueryIn]):
     """One step's record (the rows are ``QueryIn``: the name the OpenAPI document and the
-    validation errors show). Its rows are validated one by one as ``QueryIn``, then held by
-    column (``QueryRows``: a model per row would hold ~4x the body's size, issue 14)."""
+    validation errors show)."""
 
+    # Each row is validated as a ``QueryIn``, then the step's rows are held by column: a model
+    # per row would hold ~4x the body's size (issue 14; service.schemas.query_rows).
     queries: QueryRows = Field(  # type: ignore[assignment]
         default_factory=QueryRows,
         description="Per-query rows (one per query of the batch).",
