@@ -8,6 +8,7 @@ from typing import cast
 from sqlalchemy import Float, Integer, Table
 
 from service.db.models import QueryStat, Step
+from service.schemas.query_rows import QueryRows
 from service.schemas.steps import QueryIn, QueryOut, QueryPoint, StepIn
 from service.storage import steps as storage_steps
 from service.wire.metrics import (
@@ -52,7 +53,12 @@ def test_every_query_field_is_a_field_of_the_query_models() -> None:
         assert list(model.model_fields) == list(QUERY_ROW_FIELDS), model
     assert set(names) < set(QueryPoint.model_fields)
     assert issubclass(QueryIn, QueryRow)
-    assert StepIn.model_fields["queries"].annotation == list[QueryIn]
+    # A step's rows are validated as QueryIn (the name the schema and errors show), then held by
+    # column (issue 14: service.schemas.query_rows).
+    assert StepIn.model_fields["queries"].annotation is QueryRows
+    rows = StepIn.model_json_schema()["properties"]["queries"]
+    assert rows["type"] == "array"
+    assert rows["items"] == {"$ref": "#/$defs/QueryIn"}
 
 
 def test_storage_inserts_every_row_field_after_run_and_step() -> None:
