@@ -46,7 +46,7 @@ class Replayer:
     """The service's per-run detection loop, one ingested step at a time, in memory.
 
     :meth:`ingest` stores a record and runs :func:`process_step` on it exactly as
-    ``service.storage.detection`` does: the last ``config.history_needed()`` records by step, the
+    a detection pass of the service does: the last ``config.history_needed()`` records by step, the
     persisted state JSON round-tripped, open alerts carried over. α follows the controller's
     decisions (a closed loop applies ``outcome.alpha.new_alpha`` to its trainer when
     ``outcome.alpha.changed``); :meth:`pin_alpha` and :meth:`release_alpha` play the operator.

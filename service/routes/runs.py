@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import Field
 
 from service.body_guard import GuardedRoute
+from service.db.models import Run
 from service.deps import (
     NO_QUERY,
     BrokerDep,
@@ -27,6 +29,7 @@ from service.storage import runs as run_store
 from service.storage import tokens as token_store
 from service.wire import RunStatus
 
+_Out = TypeVar("_Out", bound=RunOut)
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"], route_class=GuardedRoute)
 RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Run id")]
 
@@ -56,7 +59,8 @@ def register_run(
         # A new token for this trainer; a re-registration revokes the previous trainer's.
         token = token_store.rotate_ingest(session, run.id)
         token_cache.clear()
-    return RunRegistered.model_validate(run).model_copy(update={"ingest_token": token})
+    registered = RunRegistered.model_validate(run)
+    return _with_reported_alpha(session, [registered])[0].model_copy(update={"ingest_token": token})
 
 
 class RunsQuery(QueryParameters):
@@ -77,12 +81,12 @@ def list_runs(
         after_id=int(query.cursor) if query.cursor else None,
         limit=query.limit,
     )
-    return Page[RunOut].of(rows, next_id)
+    return Page[RunOut].of(_shown(session, rows), next_id)
 
 
 @router.get("/{run_id}", dependencies=[NO_QUERY], summary="One run")
 def get_run(run_id: RunId, session: SessionDep, _: RunReader) -> RunOut:
-    return RunOut.model_validate(run_store.get(session, run_id))
+    return _shown(session, [run_store.get(session, run_id)])[0]
 
 
 @router.patch(
@@ -115,7 +119,7 @@ async def update_run(
         token_cache.clear()  # its ingest tokens were revoked: stop honouring cached ones here
     if body.status is not None:
         await broker.publish(run_id)  # a run that ended releases its trainer's long-poll
-    return RunOut.model_validate(run)
+    return (await run_in_threadpool(_shown, session, [run]))[0]
 
 
 @router.delete(
@@ -137,3 +141,17 @@ async def delete_run(
     token_cache.clear()
     await broker.publish(run_id)  # a trainer still long-polling learns the run is gone
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _shown(session: SessionDep, runs: Sequence[Run]) -> list[RunOut]:
+    return _with_reported_alpha(session, [RunOut.model_validate(run) for run in runs])
+
+
+def _with_reported_alpha(session: SessionDep, shown: list[_Out]) -> list[_Out]:
+    """α as the API shows it: the trainer's last acknowledged adjust_alpha (``runs.alpha``),
+    else what the run's newest step reports."""
+    reported = run_store.reported_alphas(session, [out.id for out in shown if out.alpha is None])
+    return [
+        out.model_copy(update={"alpha": reported[out.id]}) if out.id in reported else out
+        for out in shown
+    ]

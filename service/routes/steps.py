@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from fastapi.concurrency import run_in_threadpool
 from pydantic import Field, TypeAdapter, ValidationError
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
+from service import ingest
 from service.body_guard import GuardedRoute
 from service.deps import NO_QUERY, BrokerDep, MetricsDep, RunReader, RunWriter, SessionDep
 from service.errors import InvalidInputError
-from service.observability import ServiceMetrics
 from service.routes.runs import RunId
 from service.schemas.common import MAX_INT32, MetricName
 from service.schemas.query import QueryParameters
@@ -27,12 +22,9 @@ from service.schemas.steps import (
     StepDetail,
     StepSeries,
 )
-from service.storage import detection
 from service.storage import runs as run_store
 from service.storage import steps as step_store
 
-log = logging.getLogger(__name__)
-DETECTION_ATTEMPTS = 2
 router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["steps"], route_class=GuardedRoute)
 _METRIC_LIST: TypeAdapter[list[str]] = TypeAdapter(list[MetricName])
 
@@ -55,46 +47,7 @@ async def ingest_steps(
     broker: BrokerDep,
     _: RunWriter,
 ) -> StepBatchResult:
-    # One trip to the thread pool for store + detect (each trip costs a context switch).
-    result, commands = await run_in_threadpool(_store_and_detect, session, run_id, body, metrics)
-    metrics.ingested_steps.inc(len(result.accepted))
-    metrics.ingested_query_rows.inc(result.rows)
-    metrics.duplicate_steps.inc(len(result.duplicates))
-    if commands:
-        await broker.publish(run_id)
-    return StepBatchResult(accepted=result.accepted, duplicates=result.duplicates)
-
-
-def _store_and_detect(
-    session: Session, run_id: int, body: StepBatchIn, metrics: ServiceMetrics
-) -> tuple[step_store.IngestResult, int]:
-    """Store the batch (committed), then run the detectors on its new steps; returns the ingest
-    result and how many commands detection created. Detection runs after the steps are
-    committed; its failure never un-acknowledges them."""
-    result = step_store.ingest(session, run_id, body)
-    if not result.accepted:
-        return result, 0
-    start = time.perf_counter()
-    for attempt in range(DETECTION_ATTEMPTS):
-        try:
-            outcome = detection.run_detectors(session, run_id)
-            break
-        except OperationalError:
-            # A lock wait ran out (SQLite under many writers): try again; if it still fails, the
-            # next ingest of this run catches up from the detectors' persisted state.
-            session.rollback()
-            if attempt + 1 == DETECTION_ATTEMPTS:
-                metrics.detector_failures.inc()
-                log.warning("detectors deferred: database busy", extra={"run_id": run_id})
-                return result, 0
-        except Exception:
-            session.rollback()
-            metrics.detector_failures.inc()
-            log.exception("detectors failed", extra={"run_id": run_id})
-            return result, 0
-    if outcome.steps_evaluated:
-        metrics.detector_seconds.observe((time.perf_counter() - start) / outcome.steps_evaluated)
-    return result, outcome.commands_created
+    return await ingest.ingest_steps(session, run_id, body, metrics=metrics, broker=broker)
 
 
 class StepRange(QueryParameters):

@@ -44,7 +44,10 @@ class CollapseSummary(BaseModel):
     )
     collapse_threshold: float
     best_step: int | None = Field(description="Best step to roll back to (rise_then_fall peak).")
-    alpha: float | None = Field(description="IAC α in effect, as the trainer last reported it.")
+    alpha: float | None = Field(
+        description="IAC α in effect: the α of the trainer's last acknowledged adjust_alpha, else "
+        "what the newest step reports."
+    )
     stop_reason: str | None
     open_alerts: list[AlertOut]
     latest: dict[str, SignalValue] = Field(

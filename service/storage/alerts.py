@@ -73,7 +73,8 @@ def collapse_summary(session: Session, run_id: int) -> CollapseSummary:
         model_collapse_step=run.model_collapse_step,
         collapse_threshold=config.settings(MODEL_COLLAPSE_STEP_RULE).threshold,
         best_step=run.best_step,
-        alpha=run.alpha,
+        # runs.alpha is the trainer's last acknowledged α; before any, what the newest step says
+        alpha=run.alpha if run.alpha is not None or not recent else recent[0].alpha,
         stop_reason=run.stop_reason,
         open_alerts=[AlertOut.model_validate(alert) for alert in open_alerts],
         latest=latest,

@@ -1,8 +1,10 @@
-"""Run the detectors on freshly ingested steps and persist what they decide: alert transitions,
-the α controller's decision, an automatic early_stop, the run's verdict and detector state.
+"""The detectors' side of the store: load what a detection pass reads of a run (with the run
+row locked), and save what the pass decided: alert transitions, automatic early_stop and
+adjust_alpha commands with their events, α decision rows, the run's verdict and detector state.
 
-Runs in its own transaction after the steps are committed (an ingest is acknowledged for what it
-stored even if detection fails), with the run row locked so several workers serialise per run.
+A pass is one transaction, after the steps are committed (an ingest is acknowledged for what it
+stored even if detection fails): :func:`load_pending` begins it, :func:`save` commits it, and the
+caller rolls it back if anything between fails. The decisions are ``service.detectors``'.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ from service.detectors import (
     OpenAlert,
     RunPolicy,
     Severity,
-    StepOutcome,
     StepRecord,
-    process_step,
 )
+from service.detectors.catch_up import PassDecisions, RunSnapshot, StepDecision
 from service.errors import NotFoundError
 from service.notifications.events import alert_event
 from service.storage import _history_cache as history_cache
@@ -36,15 +37,22 @@ from service.storage._history_cache import database_key
 from service.storage._transactions import begin_write
 from service.wire.metrics import STEP_METRIC_NAMES
 
-DEFAULT_ALPHA = 1.0
 MAX_CATCH_UP = 1000
 
 
 @dataclass(frozen=True, slots=True)
-class DetectionResult:
-    steps_evaluated: int
-    commands_created: int
-    verdict: str
+class PendingPass:
+    """A begun detection pass: the locked run, its open alert rows, the snapshot the detectors
+    read, and what the history cache needs after the commit."""
+
+    run: Run
+    open_rows: dict[str, Alert]
+    snapshot: RunSnapshot
+    database: str
+    epoch: int
+    created_at: Any
+    cacheable: bool
+    complete: bool
 
 
 _METRIC_ORDER = tuple(sorted(STEP_METRIC_NAMES))
@@ -70,11 +78,12 @@ def _history_record(row: Row[Any]) -> StepRecord:
     )
 
 
-def run_detectors(session: Session, run_id: int) -> DetectionResult:
-    """Evaluate every stored step newer than the last one the detectors saw (at most
-    ``MAX_CATCH_UP`` per call), in step order. Catching up from the persisted state, rather than
-    evaluating only the request's own steps, means a detection that failed (a lock timeout, a
-    crash between commit and detection) is made good by the next ingest of the run."""
+def load_pending(session: Session, run_id: int) -> PendingPass | None:
+    """Begin the pass, lock the run row and read every stored step newer than the last one the
+    detectors saw (at most ``MAX_CATCH_UP``), with its history. None (and the transaction
+    rolled back) when there is none. Catching up from the persisted state, rather than taking
+    only the request's own steps, means a detection that failed (a lock timeout, a crash between
+    commit and detection) is made good by the next ingest of the run."""
     begin_write(session)
     run = session.scalars(
         select(Run)
@@ -85,7 +94,6 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
     if run is None:
         raise NotFoundError(f"run {run_id} does not exist", field="run_id")
     config = DetectorConfig.model_validate(run.detector_config or {}, strict=False)
-    policy = RunPolicy.model_validate(run.policy or {}, strict=False)
     state = DetectorState.from_json(run.detector_state)
     need = config.history_needed()
     database = database_key(session)
@@ -99,8 +107,7 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
         cacheable = True
     if not ordered:
         session.rollback()
-        return DetectionResult(0, 0, run.verdict)
-    epoch, created_at = run.epoch, run.created_at
+        return None
     open_rows = {
         alert.rule: alert
         for alert in session.scalars(
@@ -108,59 +115,63 @@ def run_detectors(session: Session, run_id: int) -> DetectionResult:
         )
     }
     stop_outstanding, commanded_alpha = command_store.outstanding_summary(session, run_id)
-    # An acknowledged α change is newer than any step before the one it took effect at: a step
-    # record that arrives late (the trainer's sender lags its command poller) must not undo it.
-    alpha_since = command_store.last_applied_alpha_step(session, run_id)
-    # A stop once requested stays requested: the verdict says so even when the trainer's ack
-    # of the stop committed between this pass's reads of the run and of its commands.
-    stopping = run.status == "stopped" or run.verdict == "stopped" or stop_outstanding
+    snapshot = RunSnapshot(
+        config=config,
+        policy=RunPolicy.model_validate(run.policy or {}, strict=False),
+        group_size=run.group_size,
+        state=state,
+        records=records,
+        pending=ordered,
+        open_alerts={
+            rule: OpenAlert(rule, row.first_step, row.last_step, Severity(row.severity))
+            for rule, row in open_rows.items()
+        },
+        status=run.status,
+        verdict=run.verdict,
+        best_step=run.best_step,
+        alpha_pinned=run.alpha_pinned,
+        commanded_alpha=commanded_alpha,
+        acknowledged_alpha=run.alpha,
+        acknowledged_step=command_store.last_applied_alpha_step(session, run_id),
+        stop_outstanding=stop_outstanding,
+    )
+    return PendingPass(
+        run, open_rows, snapshot, database, run.epoch, run.created_at, cacheable, complete
+    )
+
+
+def save(session: Session, pending: PendingPass, decisions: PassDecisions) -> int:
+    """Store the pass's decisions in step order and commit; returns how many commands it
+    created."""
+    run = pending.run
     created = 0
-    outcome: StepOutcome | None = None
-    position = {record.step: index for index, record in enumerate(records)}
-    for step in ordered:
-        index = position[step]
-        history = records[max(0, index - need + 1) : index + 1]
-        reported_alpha = history[-1].value("alpha")
-        if reported_alpha is not None and (alpha_since is None or step >= alpha_since):
-            run.alpha = reported_alpha
-        working_alpha = commanded_alpha
-        if working_alpha is None:
-            working_alpha = run.alpha if run.alpha is not None else DEFAULT_ALPHA
-        outcome = process_step(
-            config,
-            _policy_for(policy, history[-1]),
-            run.group_size,
-            history,
-            state,
-            {
-                rule: OpenAlert(rule, row.first_step, row.last_step, Severity(row.severity))
-                for rule, row in open_rows.items()
-            },
-            working_alpha,
-            stopped=stopping,
-            alpha_pinned=run.alpha_pinned,
-        )
-        state = outcome.state
-        _apply_alert_actions(session, run, outcome, open_rows)
-        if outcome.transitions.stop and not stopping:
-            created += _request_stop(session, run, outcome)
-            stopping = True
-        if outcome.alpha.changed:
-            created += _adjust_alpha(session, run_id, outcome)
-            commanded_alpha = outcome.alpha.new_alpha
+    for decision in decisions.steps:
+        _apply_alert_actions(session, run, decision, pending.open_rows)
+        if decision.stop is not None:
+            _request_stop(session, run, decision)
+            created += 1
+        if decision.alpha is not None:
+            _adjust_alpha(session, run.id, decision)
+            created += 1
+    state = decisions.state
     run.detector_state = state.to_json()
     run.model_collapse_step = state.model_collapse_step
-    if state.peak is not None and not (stopping and run.best_step is not None):
-        run.best_step = state.peak.step  # an issued stop's best step stays the run's best step
-    if outcome is not None and run.status != "failed":  # failed keeps its verdict until reopened
-        run.verdict = "stopped" if stopping else outcome.verdict.value
-    verdict_now = run.verdict
+    run.best_step = decisions.best_step
+    if decisions.verdict is not None:
+        run.verdict = decisions.verdict
     session.commit()
-    if cacheable:
+    snapshot = pending.snapshot
+    if pending.cacheable:
         history_cache.CACHE.store(
-            database, run_id, created_at, epoch, records, complete=complete, keep=need
+            pending.database,
+            run.id,
+            pending.created_at,
+            pending.epoch,
+            list(snapshot.records),
+            complete=pending.complete,
+            keep=snapshot.config.history_needed(),
         )
-    return DetectionResult(len(ordered), created, verdict_now)
+    return created
 
 
 def _plan_from_database(
@@ -202,15 +213,9 @@ def _plan_from_cache(
     return ordered, records, complete
 
 
-def _policy_for(policy: RunPolicy, newest: StepRecord) -> RunPolicy:
-    """The policy for this step: a trainer that reports IAC off (metric ``iac`` = 0) cannot
-    apply an α, so the controller sends it none."""
-    if policy.auto_alpha and newest.value("iac") == 0.0:
-        return policy.model_copy(update={"auto_alpha": False})
-    return policy
-
-
-def _notify_alert(session: Session, run: Run, alert: Alert, *, opened: bool, step: int) -> None:
+def _notify_alert(
+    session: Session, run: Run, alert: Alert, *, opened: bool, step: int, best_step: int | None
+) -> None:
     """The alert's event, into the outbox of this same transaction (issue 20)."""
     outbox.enqueue(
         session,
@@ -224,17 +229,18 @@ def _notify_alert(session: Session, run: Run, alert: Alert, *, opened: bool, ste
             thresholds=dict(alert.thresholds),
             message=alert.message,
             action=alert.action,
-            best_step=alert.rollback_step if alert.rollback_step is not None else run.best_step,
+            best_step=alert.rollback_step if alert.rollback_step is not None else best_step,
         ),
     )
 
 
 def _apply_alert_actions(
-    session: Session, run: Run, outcome: StepOutcome, open_rows: dict[str, Alert]
+    session: Session, run: Run, decision: StepDecision, open_rows: dict[str, Alert]
 ) -> None:
     run_id = run.id
     now = utcnow()
-    for action in outcome.transitions.actions:
+    best_step = decision.best_step
+    for action in decision.outcome.transitions.actions:
         if action.kind is ActionKind.RESOLVE:
             alert = open_rows.pop(action.rule, None)
             if alert is not None:
@@ -243,7 +249,9 @@ def _apply_alert_actions(
                 alert.resolved_at = now
                 alert.updated_at = now
                 session.flush()  # free the one-open-per-rule slot before a reopen
-                _notify_alert(session, run, alert, opened=False, step=action.step)
+                _notify_alert(
+                    session, run, alert, opened=False, step=action.step, best_step=best_step
+                )
             continue
         firing = action.firing
         assert firing is not None
@@ -268,59 +276,47 @@ def _apply_alert_actions(
         alert.rollback_step = firing.rollback_step
         alert.updated_at = now
         if opened:
-            _notify_alert(session, run, alert, opened=True, step=action.step)
+            _notify_alert(session, run, alert, opened=True, step=action.step, best_step=best_step)
 
 
-def _request_stop(session: Session, run: Run, outcome: StepOutcome) -> int:
-    firings = [
-        a.firing
-        for a in outcome.transitions.actions
-        if a.firing is not None and a.rule in outcome.transitions.stop_rules
-    ]
-    best_step = next((f.rollback_step for f in firings if f.rollback_step is not None), None)
-    if best_step is None:
-        best_step = run.best_step
-    reason = "; ".join(f.message for f in firings) or (
-        "automatic stop: " + ", ".join(outcome.transitions.stop_rules)
-    )
+def _request_stop(session: Session, run: Run, decision: StepDecision) -> None:
+    stop = decision.stop
+    assert stop is not None
     command_store.add_command(
         session,
         run.id,
         kind="early_stop",
         source="detector",
-        reason=reason,
-        best_step=best_step,
-        rules=list(outcome.transitions.stop_rules),
-        issued_step=outcome.transitions.step,
+        reason=stop.reason,
+        best_step=stop.best_step,
+        rules=list(stop.rules),
+        issued_step=stop.step,
     )
-    run.stop_reason = reason[:1024]
-    if best_step is not None:
-        run.best_step = best_step  # the run, its alert and its stop name the same best step
-    return 1
+    run.stop_reason = stop.reason[:1024]
 
 
-def _adjust_alpha(session: Session, run_id: int, outcome: StepOutcome) -> int:
-    decision = outcome.alpha
+def _adjust_alpha(session: Session, run_id: int, decision: StepDecision) -> None:
+    alpha = decision.alpha
+    assert alpha is not None
     command = command_store.add_command(
         session,
         run_id,
         kind="adjust_alpha",
         source="detector",
-        reason=decision.reason,
-        alpha=decision.new_alpha,
-        rules=list(decision.triggers),
-        issued_step=decision.step,
+        reason=alpha.reason,
+        alpha=alpha.new_alpha,
+        rules=list(alpha.triggers),
+        issued_step=alpha.step,
     )
     session.add(
         AlphaDecisionRow(
             run_id=run_id,
-            step=decision.step,
-            action=decision.action.value,
-            old_alpha=decision.old_alpha,
-            new_alpha=decision.new_alpha,
-            reason=decision.reason[:1024],
-            inputs={k: float(v) for k, v in decision.inputs.items()},
+            step=alpha.step,
+            action=alpha.action.value,
+            old_alpha=alpha.old_alpha,
+            new_alpha=alpha.new_alpha,
+            reason=alpha.reason[:1024],
+            inputs={k: float(v) for k, v in alpha.inputs.items()},
             command_id=command.id,
         )
     )
-    return 1

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
-from service.db.models import Run
+from service.db.models import Run, Step
 from service.errors import NotFoundError
 from service.schemas.runs import RunCreate, RunUpdate
 from service.storage import tokens as token_store
@@ -57,6 +57,20 @@ def get(session: Session, run_id: int) -> Run:
     if run is None:
         raise NotFoundError(f"run {run_id} does not exist", field="run_id")
     return run
+
+
+def reported_alphas(session: Session, run_ids: Collection[int]) -> dict[int, float]:
+    """The α that each run's newest stored step reports (runs without one left out). A run
+    shows it as its α until the trainer acknowledges an adjust_alpha: ``runs.alpha`` has one
+    writer, the ack (``commands.acknowledge``)."""
+    if not run_ids:
+        return {}
+    rows = session.execute(
+        select(Run.id, Step.alpha)
+        .join(Step, and_(Step.run_id == Run.id, Step.step == Run.last_step))
+        .where(Run.id.in_(run_ids), Step.alpha.is_not(None))
+    )
+    return {run_id: alpha for run_id, alpha in rows if alpha is not None}
 
 
 def list_runs(

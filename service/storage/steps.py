@@ -43,17 +43,14 @@ class IngestResult:
 
 
 def ingest(session: Session, run_id: int, batch: StepBatchIn) -> IngestResult:
-    """Store the batch's new steps; identical re-sends are duplicates; a changed re-send is a
-    409 and nothing of the batch is stored."""
-    for attempt in range(2):
-        try:
-            return _ingest_once(session, run_id, batch)
-        except IntegrityError:
-            # A concurrent request stored one of these steps first: classify again.
-            session.rollback()
-            if attempt == 1:
-                raise
-    raise AssertionError("unreachable")
+    """Store the batch's new steps and commit; identical re-sends are duplicates; a changed
+    re-send is a 409 and nothing of the batch is stored. A step a concurrent request stored
+    first raises IntegrityError (rolled back; ``service.ingest`` classifies the batch again)."""
+    try:
+        return _ingest_once(session, run_id, batch)
+    except IntegrityError:
+        session.rollback()
+        raise
 
 
 def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestResult:

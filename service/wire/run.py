@@ -91,7 +91,9 @@ class RunInfo(BaseModel):
     status: RunStatus
     last_step: int | None = Field(None, description="Highest step stored.")
     alpha: float | None = Field(
-        None, description="IAC α in effect, as the trainer last reported it."
+        None,
+        description="IAC α in effect: the α of the trainer's last acknowledged adjust_alpha, else "
+        "what the newest step reports.",
     )
 
 
