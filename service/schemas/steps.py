@@ -15,7 +15,7 @@ from service.wire.query import QueryMeasures, QueryRow
 from service.wire.step import MAX_METRICS_PER_STEP as MAX_METRICS_PER_STEP
 from service.wire.step import MAX_QUERIES_PER_STEP as MAX_QUERIES_PER_STEP
 from service.wire.step import MAX_STEPS_PER_BATCH as MAX_STEPS_PER_BATCH
-from service.wire.step import StepRecord
+from service.wire.step import StepRecord, check_unique_query_ids
 
 
 class QueryIn(QueryRow):
@@ -33,9 +33,19 @@ class StepIn(StepRecord[QueryIn]):
         description="Per-query rows (one per query of the batch).",
     )
 
+    @field_validator("queries")
+    @classmethod
+    def _unique_queries(cls, queries: QueryRows) -> QueryRows:  # type: ignore[override]
+        check_unique_query_ids(queries.query_ids)  # the ids column: no row is built
+        return queries
+
     def content_hash(self) -> str:
         """Digest of the canonical content; an identical re-send has the same digest."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # == model_dump(mode="json"); the rows' dump is JSON-safe as it is, and pydantic's pass
+        # over it in JSON mode cost more than building it.
+        content = self.model_dump(mode="json", exclude={"queries"})
+        content["queries"] = self.queries.dump()
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from operator import attrgetter
 from typing import Any, cast
 
 from sqlalchemy import Connection, Integer, Table, case, insert, literal, or_, select, update
@@ -126,14 +125,10 @@ _COPY_QUERY_ROWS = f"COPY {_QUERY_TABLE.name} ({', '.join(_QUERY_INSERT_COLUMNS)
 _INSERT_CHUNK = 4096  # rows materialised at a time (a 32 MB batch holds ~150k of them)
 
 
-_query_row_values = attrgetter(*QUERY_ROW_FIELDS)  # a row's values in the insert's order
-
-
 def _query_tuples(run_id: int, fresh: Sequence[StepIn]) -> Iterator[tuple[Any, ...]]:
     for record in fresh:
-        key = (run_id, record.step)
-        for q in record.queries:
-            yield key + _query_row_values(q)
+        # A row is a tuple of QUERY_ROW_FIELDS in order (schemas.query_rows.QueryTuple).
+        yield from map((run_id, record.step).__add__, record.queries)
 
 
 def _insert_query_rows(session: Session, run_id: int, fresh: Sequence[StepIn]) -> int:

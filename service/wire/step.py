@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 from pydantic import Field, field_validator, model_validator
@@ -16,6 +17,7 @@ __all__ = [
     "MAX_STEPS_PER_BATCH",
     "STEP_RECORD_FIELDS",
     "StepRecord",
+    "check_unique_query_ids",
 ]
 
 MAX_STEPS_PER_BATCH = 1000
@@ -26,6 +28,18 @@ _METRICS_DOC = "\n".join(f"- `{m.name}` ({m.unit}): {m.description}" for m in ST
 
 
 Row = TypeVar("Row", bound=QueryRow)
+
+
+def check_unique_query_ids(query_ids: Iterable[str]) -> None:
+    """A step has one row per query: ``ValueError`` naming the first id that appears twice."""
+    seen: set[str] = set()
+    for index, query_id in enumerate(query_ids):
+        if query_id in seen:
+            raise ValueError(
+                f"queries[{index}].query_id {query_id!r} appears twice in the step; "
+                "each query has one row per step"
+            )
+        seen.add(query_id)
 
 
 class StepRecord(StrictModel, Generic[Row]):
@@ -57,14 +71,7 @@ class StepRecord(StrictModel, Generic[Row]):
     @field_validator("queries")
     @classmethod
     def _unique_queries(cls, queries: list[Row]) -> list[Row]:
-        seen: set[str] = set()
-        for index, query in enumerate(queries):
-            if query.query_id in seen:
-                raise ValueError(
-                    f"queries[{index}].query_id {query.query_id!r} appears twice in the step; "
-                    "each query has one row per step"
-                )
-            seen.add(query.query_id)
+        check_unique_query_ids(query.query_id for query in queries)
         return queries
 
     @model_validator(mode="after")
