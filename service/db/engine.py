@@ -7,9 +7,13 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.db import sqlite_transactions
+
 
 def make_engine(database_url: str, **kwargs: Any) -> Engine:
-    """An engine tuned for the dialect: WAL and foreign keys on SQLite, pre-ping on PostgreSQL."""
+    """An engine tuned for the dialect: on SQLite WAL, foreign keys, a 30 s busy timeout and
+    writing transactions that take the write lock first (``sqlite_transactions``); pre-ping on
+    PostgreSQL."""
     if database_url.startswith("sqlite"):
         engine = create_engine(
             database_url,
@@ -17,6 +21,7 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
             **kwargs,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
+        sqlite_transactions.install(engine)
         return engine
     return create_engine(database_url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
 
