@@ -33,6 +33,8 @@ from typing import Any, TextIO
 
 import httpx
 
+from service.wire import CommandKind
+
 __all__ = [
     "DEFAULT_URL",
     "DemoReport",
@@ -191,7 +193,7 @@ class _Watcher:
                 continue
             self.seen_commands.add(key)
             what = command.get("kind", "?")
-            if what == "adjust_alpha":
+            if what == CommandKind.ADJUST_ALPHA:
                 what += f" α → {command.get('alpha')}"
             applied = command.get("applied_step")
             where = f", applied at step {applied}" if applied is not None else ""

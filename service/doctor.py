@@ -23,6 +23,7 @@ import httpx
 
 from service.errors import ConfigurationError
 from service.settings import Settings
+from service.wire import CommandKind, CommandStatus
 
 __all__ = ["Check", "add_doctor_parser", "run_doctor"]
 
@@ -176,14 +177,14 @@ def _round_trip(url: str, token: str | None, settings: Settings) -> Check:
             commands = _ok(
                 http.get(f"/api/v1/runs/{run_id}/commands", headers=trainer), "command poll"
             )
-            stops = [c for c in commands if c["kind"] == "early_stop"]
+            stops = [c for c in commands if c["kind"] == CommandKind.EARLY_STOP]
             if not stops:
                 return Check("round trip", "FAIL", "no automatic early_stop was delivered")
             _ok(
                 http.post(
                     f"/api/v1/runs/{run_id}/commands/{stops[0]['id']}/ack",
                     headers=trainer,
-                    json={"status": "applied", "step": 2},
+                    json={"status": CommandStatus.APPLIED, "step": 2},
                 ),
                 "ack",
             )

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.notifications.events import EVENT_KINDS
+from service.wire import Severity
 
 
 def _url(value: str) -> str:
@@ -111,7 +112,7 @@ def add_notify_parser(commands: Any) -> None:
     add.add_argument("--project", help="only this project's runs")
     add.add_argument("--run", type=int, help="only this run")
     add.add_argument(
-        "--severity", action="append", choices=["warning", "critical"], help="repeatable"
+        "--severity", action="append", choices=[s.value for s in Severity], help="repeatable"
     )
     add.add_argument("--rule", action="append", help="repeatable; default every rule")
     add.add_argument("--event", action="append", choices=EVENT_KINDS, help="repeatable")

@@ -42,20 +42,27 @@ from service.detectors import RULE_NAMES, DetectorConfig, p_star
 from service.query_histograms import HISTOGRAMS
 from service.settings import Settings
 from service.storage.run_state import read_run_state
+from service.wire import CommandKind, CommandStatus, RunStatus, Verdict
 
 log = logging.getLogger(__name__)
 
 #: Numeric codes of ``runs.verdict`` and ``runs.status`` (Grafana maps them back to words).
+#: Explicit, not the enums' order: a dashboard's mapping must not move when a member is added.
 VERDICT_CODES: dict[str, float] = {
-    "healthy": 0,
-    "warning": 1,
-    "critical": 2,
-    "stopped": 3,
-    "failed": 4,
+    Verdict.HEALTHY: 0,
+    Verdict.WARNING: 1,
+    Verdict.CRITICAL: 2,
+    Verdict.STOPPED: 3,
+    Verdict.FAILED: 4,
 }
-STATUS_CODES: dict[str, float] = {"running": 0, "stopped": 1, "finished": 2, "failed": 3}
-COMMAND_KINDS = ("early_stop", "adjust_alpha")
-COMMAND_STATUSES = ("pending", "delivered", "applied", "rejected", "expired")
+STATUS_CODES: dict[str, float] = {
+    RunStatus.RUNNING: 0,
+    RunStatus.STOPPED: 1,
+    RunStatus.FINISHED: 2,
+    RunStatus.FAILED: 3,
+}
+COMMAND_KINDS = tuple(CommandKind)
+COMMAND_STATUSES = tuple(CommandStatus)
 
 
 @dataclass(frozen=True, slots=True)

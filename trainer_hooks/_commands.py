@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import httpx
 
 from service.wire.command import Command
-from service.wire.enums import CommandKind
+from service.wire.enums import CommandKind, CommandStatus
 from trainer_hooks._api import ServiceApi
 from trainer_hooks._errors import ConfigurationError
 from trainer_hooks._types import AlphaChange
@@ -156,29 +156,27 @@ class CommandPoller:
         kind = raw.get("kind")
         try:
             if kind not in _KINDS:
-                self._acks.put(
-                    (command_id, {"status": "rejected", "detail": f"unknown kind {kind!r}"})
-                )
+                self._ack(command_id, CommandStatus.REJECTED, detail=f"unknown kind {kind!r}")
             elif (command := Command.model_validate(raw)).kind is CommandKind.ADJUST_ALPHA:
                 if command.alpha is None:
                     raise ValueError("adjust_alpha carries no alpha")
 
                 def applied(change: AlphaChange, command_id: int = command_id) -> None:
-                    self._acks.put(
-                        (command_id, {"status": "applied", "step": change.effective_step})
-                    )
+                    self._ack(command_id, CommandStatus.APPLIED, step=change.effective_step)
 
                 self.target.set_alpha(command.alpha, command.reason, on_applied=applied)
             else:
                 self.target.request_stop(command.reason, command.best_step)
                 step = self.target.last_step
-                self._acks.put(
-                    (command_id, {"status": "applied", "step": 0 if step is None else step})
-                )
+                self._ack(command_id, CommandStatus.APPLIED, step=0 if step is None else step)
         except Exception as exc:
             log.warning("sharpwatch command %s could not be applied: %s", command_id, exc)
-            self._acks.put((command_id, {"status": "rejected", "detail": str(exc)[:1000]}))
+            self._ack(command_id, CommandStatus.REJECTED, detail=str(exc)[:1000])
         self.applied.append(raw)
+
+    def _ack(self, command_id: int, status: CommandStatus, **body: Any) -> None:
+        """Queue the ack (``{"status": ..., "step" or "detail": ...}``) for the ack thread."""
+        self._acks.put((command_id, {"status": status, **body}))
 
     def _ack_loop(self) -> None:
         backoff = 0.0

@@ -12,6 +12,7 @@ from service.detectors.rules_rewards import MODEL_COLLAPSE_STEP_RULE, RISE_THEN_
 from service.importer._mapping import MappedRun
 from service.importer._model import LoggedRun
 from service.importer._upload import Uploaded
+from service.wire import CommandKind, CommandSource, Severity
 
 __all__ = ["AlertLine", "ImportReport", "NotRun", "StopLine", "build_report", "render"]
 
@@ -121,7 +122,11 @@ def build_report(
         key=lambda a: (a.first_step, a.rule),
     )
     stops = sorted(
-        (c for c in uploaded.commands if c["kind"] == "early_stop" and c["source"] == "detector"),
+        (
+            c
+            for c in uploaded.commands
+            if c["kind"] == CommandKind.EARLY_STOP and c["source"] == CommandSource.DETECTOR
+        ),
         key=lambda c: c["id"],
     )
     stop = None
@@ -232,7 +237,7 @@ def render(report: ImportReport, console: Any) -> None:
         table.add_column("until")
         table.add_column("latest message", overflow="fold")
         for alert in report.alerts:
-            style = "red" if alert.severity == "critical" else "yellow"
+            style = "red" if alert.severity == Severity.CRITICAL else "yellow"
             until = (
                 "open at the end"
                 if alert.resolved_step is None

@@ -15,6 +15,7 @@ import httpx
 from service.importer._mapping import MappedRun
 from service.importer._model import LogReadError
 from service.schemas.steps import MAX_STEPS_PER_BATCH
+from service.wire import RunSource, RunStatus
 
 __all__ = ["RunTarget", "ServiceError", "Uploaded", "upload"]
 
@@ -107,11 +108,11 @@ def upload(
             "group_size": target.group_size,
             "kl_beta": target.kl_beta,
             "config": target.config,
-            "source": "imported",
+            "source": RunSource.IMPORTED,
         },
         headers=operator,
     )
-    if run.get("source") != "imported":
+    if run.get("source") != RunSource.IMPORTED:
         raise LogReadError(
             f"project {target.project!r} already has a live run named {target.name!r}; "
             "import under another --name"
@@ -128,12 +129,12 @@ def upload(
         duplicates += len(result["duplicates"])
         if on_batch is not None:
             on_batch(len(batch))
-    if run["status"] == "running":
+    if run["status"] == RunStatus.RUNNING:
         _call(
             client,
             "PATCH",
             f"{API}/runs/{run_id}",
-            json={"status": "finished"},
+            json={"status": RunStatus.FINISHED},
             headers=writer or operator,
         )
     reader = operator or writer

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from service.wire import CommandKind
+
 EventKind = Literal[
     "alert_opened",
     "alert_resolved",
@@ -90,7 +92,7 @@ def command_event(
     best_step: int | None,
     detail: str | None = None,
 ) -> Event:
-    if command_kind == "early_stop":
+    if command_kind == CommandKind.EARLY_STOP:
         action = "stop the run and roll back to the best step" + (
             f" ({best_step})" if best_step is not None else ""
         )

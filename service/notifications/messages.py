@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from service.wire import Severity
+
 SIGNATURE_HEADER = "X-Sharpwatch-Signature"
 TIMESTAMP_HEADER = "X-Sharpwatch-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -31,7 +33,7 @@ _TITLES = {
     "command_rejected": "Command rejected",
     "command_expired": "Command expired",
 }
-_COLOURS = {"critical": 0xD7263D, "warning": 0xF4A259}
+_COLOURS: dict[str, int] = {Severity.CRITICAL: 0xD7263D, Severity.WARNING: 0xF4A259}
 
 
 def run_link(public_url: str, run_id: int) -> str:

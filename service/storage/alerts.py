@@ -13,6 +13,7 @@ from service.detectors.rules_rewards import MODEL_COLLAPSE_STEP_RULE
 from service.schemas.alerts import AlertOut, CollapseSummary, SignalValue
 from service.storage import runs as run_store
 from service.storage._pagination import keyset_page
+from service.wire import AlertStatus, Severity
 from service.wire.metrics import STEP_METRIC_NAMES
 
 LATEST_SCAN_STEPS = 200
@@ -24,8 +25,8 @@ def list_alerts(
     run_id: int | None = None,
     project: str | None = None,
     rule: str | None = None,
-    severity: str | None = None,
-    status: str | None = None,
+    severity: Severity | None = None,
+    status: AlertStatus | None = None,
     since: datetime | None = None,
     before_id: int | None = None,
     limit: int = 100,
@@ -52,7 +53,7 @@ def list_alerts(
 def collapse_summary(session: Session, run_id: int) -> CollapseSummary:
     run = run_store.get(session, run_id)
     config = DetectorConfig.model_validate(run.detector_config or {}, strict=False)
-    open_alerts, _ = list_alerts(session, run_id=run_id, status="open", limit=1000)
+    open_alerts, _ = list_alerts(session, run_id=run_id, status=AlertStatus.OPEN, limit=1000)
     recent = session.scalars(
         select(Step)
         .where(Step.run_id == run_id)

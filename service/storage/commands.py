@@ -25,8 +25,9 @@ from service.schemas.commands import CommandAck, CommandCreate
 from service.storage._pagination import keyset_page
 from service.storage._transactions import begin_write
 from service.storage.outbox import enqueue
+from service.wire import CommandKind, CommandSource, CommandStatus, RunStatus, Verdict
 
-OUTSTANDING = ("pending", "delivered")
+OUTSTANDING = (CommandStatus.PENDING, CommandStatus.DELIVERED)
 CREATE_ATTEMPTS = 3
 
 
@@ -64,7 +65,7 @@ def _expire(session: Session, condition: Any, detail: str) -> None:
     expired = session.scalars(
         update(Command)
         .where(condition)
-        .values(status="expired", ack_detail=detail)
+        .values(status=CommandStatus.EXPIRED, ack_detail=detail)
         .returning(Command)
         .execution_options(populate_existing=True)
     ).all()
@@ -76,7 +77,7 @@ def outstanding_stop(session: Session, run_id: int) -> Command | None:
     return session.scalars(
         select(Command).where(
             Command.run_id == run_id,
-            Command.kind == "early_stop",
+            Command.kind == CommandKind.EARLY_STOP,
             Command.status.in_(OUTSTANDING),
         )
     ).first()
@@ -97,12 +98,12 @@ def add_command(
 ) -> Command:
     """Add (not commit) a command. A new adjust_alpha supersedes outstanding ones (expired)."""
     now = utcnow()
-    if kind == "adjust_alpha":
+    if kind == CommandKind.ADJUST_ALPHA:
         _expire(
             session,
             and_(
                 Command.run_id == run_id,
-                Command.kind == "adjust_alpha",
+                Command.kind == CommandKind.ADJUST_ALPHA,
                 Command.status.in_(OUTSTANDING),
             ),
             "superseded by a newer adjust_alpha",
@@ -110,7 +111,7 @@ def add_command(
     command = Command(
         run_id=run_id,
         kind=kind,
-        status="pending",
+        status=CommandStatus.PENDING,
         source=source,
         reason=reason[:1024],
         alpha=alpha,
@@ -122,8 +123,9 @@ def add_command(
     )
     session.add(command)
     session.flush()
-    if source == "detector":
-        _notify(session, "stop_issued" if kind == "early_stop" else "alpha_changed", command)
+    if source == CommandSource.DETECTOR:
+        stop = kind == CommandKind.EARLY_STOP
+        _notify(session, "stop_issued" if stop else "alpha_changed", command)
     return command
 
 
@@ -146,12 +148,12 @@ def create_operator_command(session: Session, run_id: int, spec: CommandCreate) 
 
 def _create_operator_command(session: Session, run_id: int, spec: CommandCreate) -> Command:
     run = _lock_run(session, run_id)
-    if run.status in ("finished", "failed"):
+    if run.status in (RunStatus.FINISHED, RunStatus.FAILED):
         session.rollback()
         raise ConflictError(
             f"run {run_id} is {run.status}; commands go only to live runs", field="run_id"
         )
-    if spec.kind == "early_stop" and outstanding_stop(session, run_id) is not None:
+    if spec.kind == CommandKind.EARLY_STOP and outstanding_stop(session, run_id) is not None:
         session.rollback()
         raise ConflictError(
             f"run {run_id} already has an early_stop outstanding; wait for its ack", field="kind"
@@ -160,17 +162,17 @@ def _create_operator_command(session: Session, run_id: int, spec: CommandCreate)
         session,
         run_id,
         kind=spec.kind,
-        source="operator",
+        source=CommandSource.OPERATOR,
         reason=spec.reason,
         alpha=spec.alpha,
         best_step=spec.best_step,
         expires_in=spec.expires_in,
         issued_step=run.last_step,
     )
-    if spec.kind == "early_stop":
-        run.verdict = "stopped"
+    if spec.kind == CommandKind.EARLY_STOP:
+        run.verdict = Verdict.STOPPED
         run.stop_reason = spec.reason
-    if spec.kind == "adjust_alpha":
+    if spec.kind == CommandKind.ADJUST_ALPHA:
         # The operator's α holds until an operator releases it (science.md §7): the controller
         # sends no adjust_alpha while pinned. Release: PATCH the run with alpha_pinned false.
         run.alpha_pinned = True
@@ -189,7 +191,7 @@ def deliver(session: Session, run_id: int) -> list[Command]:
         session,
         and_(
             Command.run_id == run_id,
-            Command.status == "pending",
+            Command.status == CommandStatus.PENDING,
             Command.expires_at.is_not(None),
             Command.expires_at < now,
         ),
@@ -197,8 +199,8 @@ def deliver(session: Session, run_id: int) -> list[Command]:
     )
     session.execute(
         update(Command)
-        .where(Command.run_id == run_id, Command.status == "pending")
-        .values(status="delivered", delivered_at=now)
+        .where(Command.run_id == run_id, Command.status == CommandStatus.PENDING)
+        .values(status=CommandStatus.DELIVERED, delivered_at=now)
     )
     commands = list(
         session.scalars(
@@ -217,7 +219,7 @@ def acknowledge(session: Session, run_id: int, command_id: int, ack: CommandAck)
     concurrent acks exactly one wins; the same ack again is idempotent (200, nothing changes); a
     different one gets 409 and changes nothing. The run's α or status follows in the same
     transaction."""
-    if ack.status == "applied" and ack.step is None:
+    if ack.status == CommandStatus.APPLIED and ack.step is None:
         raise InvalidInputError("step is required when status is applied", field="step")
     run = _lock_run(session, run_id)
     now = utcnow()
@@ -246,7 +248,7 @@ def acknowledge(session: Session, run_id: int, command_id: int, ack: CommandAck)
         raise NotFoundError(f"run {run_id} has no command {command_id}", field="command_id")
     if not won:
         session.rollback()
-        if command.status in ("applied", "rejected"):
+        if command.status in (CommandStatus.APPLIED, CommandStatus.REJECTED):
             same_step = ack.step is None or ack.step == command.applied_step
             if command.status == ack.status and same_step:
                 return command
@@ -259,13 +261,14 @@ def acknowledge(session: Session, run_id: int, command_id: int, ack: CommandAck)
             f"command {command_id} expired ({command.ack_detail}); do not apply it",
             field="command_id",
         )
-    if ack.status == "applied" and command.kind == "early_stop":
-        run.status = "stopped"
-        run.verdict = "stopped"
+    applied = ack.status == CommandStatus.APPLIED
+    if applied and command.kind == CommandKind.EARLY_STOP:
+        run.status = RunStatus.STOPPED
+        run.verdict = Verdict.STOPPED
         run.stop_reason = command.reason
-    if ack.status == "applied" and command.kind == "adjust_alpha":
+    if applied and command.kind == CommandKind.ADJUST_ALPHA:
         run.alpha = command.alpha
-    _notify(session, "command_applied" if ack.status == "applied" else "command_rejected", command)
+    _notify(session, "command_applied" if applied else "command_rejected", command)
     session.commit()
     return command
 
@@ -274,8 +277,8 @@ def history(
     session: Session,
     run_id: int,
     *,
-    kind: str | None = None,
-    status: str | None = None,
+    kind: CommandKind | None = None,
+    status: CommandStatus | None = None,
     limit: int = 100,
     before_id: int | None = None,
 ) -> tuple[list[Command], int | None]:
@@ -308,8 +311,8 @@ def outstanding_summary(session: Session, run_id: int) -> tuple[bool, float | No
         .where(Command.run_id == run_id, Command.status.in_(OUTSTANDING))
         .order_by(Command.id)
     ).all()
-    stop = any(kind == "early_stop" for kind, _ in rows)
-    alphas = [alpha for kind, alpha in rows if kind == "adjust_alpha"]
+    stop = any(kind == CommandKind.EARLY_STOP for kind, _ in rows)
+    alphas = [alpha for kind, alpha in rows if kind == CommandKind.ADJUST_ALPHA]
     return stop, alphas[-1] if alphas else None
 
 
@@ -318,7 +321,7 @@ def last_applied_alpha_step(session: Session, run_id: int) -> int | None:
     return session.scalar(
         select(func.max(Command.applied_step)).where(
             Command.run_id == run_id,
-            Command.kind == "adjust_alpha",
-            Command.status == "applied",
+            Command.kind == CommandKind.ADJUST_ALPHA,
+            Command.status == CommandStatus.APPLIED,
         )
     )

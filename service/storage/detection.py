@@ -35,6 +35,7 @@ from service.storage import commands as command_store
 from service.storage import outbox
 from service.storage._history_cache import database_key
 from service.storage._transactions import begin_write
+from service.wire import AlertStatus, CommandKind, CommandSource
 from service.wire.metrics import STEP_METRIC_NAMES
 
 MAX_CATCH_UP = 1000
@@ -111,7 +112,7 @@ def load_pending(session: Session, run_id: int) -> PendingPass | None:
     open_rows = {
         alert.rule: alert
         for alert in session.scalars(
-            select(Alert).where(Alert.run_id == run_id, Alert.status == "open")
+            select(Alert).where(Alert.run_id == run_id, Alert.status == AlertStatus.OPEN)
         )
     }
     stop_outstanding, commanded_alpha = command_store.outstanding_summary(session, run_id)
@@ -244,7 +245,7 @@ def _apply_alert_actions(
         if action.kind is ActionKind.RESOLVE:
             alert = open_rows.pop(action.rule, None)
             if alert is not None:
-                alert.status = "resolved"
+                alert.status = AlertStatus.RESOLVED
                 alert.resolved_step = action.step
                 alert.resolved_at = now
                 alert.updated_at = now
@@ -261,7 +262,7 @@ def _apply_alert_actions(
             alert = Alert(
                 run_id=run_id,
                 rule=action.rule,
-                status="open",
+                status=AlertStatus.OPEN,
                 first_step=action.first_step,
                 opened_at=now,
             )
@@ -285,8 +286,8 @@ def _request_stop(session: Session, run: Run, decision: StepDecision) -> None:
     command_store.add_command(
         session,
         run.id,
-        kind="early_stop",
-        source="detector",
+        kind=CommandKind.EARLY_STOP,
+        source=CommandSource.DETECTOR,
         reason=stop.reason,
         best_step=stop.best_step,
         rules=list(stop.rules),
@@ -301,8 +302,8 @@ def _adjust_alpha(session: Session, run_id: int, decision: StepDecision) -> None
     command = command_store.add_command(
         session,
         run_id,
-        kind="adjust_alpha",
-        source="detector",
+        kind=CommandKind.ADJUST_ALPHA,
+        source=CommandSource.DETECTOR,
         reason=alpha.reason,
         alpha=alpha.new_alpha,
         rules=list(alpha.triggers),

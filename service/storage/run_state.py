@@ -13,6 +13,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.db.models import Alert, Command, Run, Step
+from service.wire import AlertStatus
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def read_run_state(
     alerts: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
     for run_id, rule, severity, count in session.execute(
         select(Alert.run_id, Alert.rule, Alert.severity, func.count())
-        .where(Alert.status == "open")
+        .where(Alert.status == AlertStatus.OPEN)
         .group_by(Alert.run_id, Alert.rule, Alert.severity)
     ):
         alerts[run_id].append((rule, severity, count))

@@ -14,8 +14,9 @@ from service.errors import NotFoundError
 from service.schemas.runs import RunCreate, RunUpdate
 from service.storage import tokens as token_store
 from service.storage._pagination import keyset_page
+from service.wire import RunStatus, Verdict
 
-ENDED = ("finished", "failed")
+ENDED = (RunStatus.FINISHED, RunStatus.FAILED)
 
 
 def register(session: Session, spec: RunCreate) -> tuple[Run, bool]:
@@ -30,7 +31,7 @@ def register(session: Session, spec: RunCreate) -> tuple[Run, bool]:
         kl_beta=spec.kl_beta,
         config=spec.config,
         tags=spec.tags,
-        status="running",
+        status=RunStatus.RUNNING,
         detector_config=None if spec.detectors is None else spec.detectors.model_dump(mode="json"),
         policy=None if spec.policy is None else spec.policy.model_dump(mode="json"),
         source=spec.source,
@@ -77,7 +78,7 @@ def list_runs(
     session: Session,
     *,
     project: str | None = None,
-    status: str | None = None,
+    status: RunStatus | None = None,
     after_id: int | None = None,
     limit: int = 100,
 ) -> tuple[Sequence[Run], int | None]:
@@ -100,11 +101,11 @@ def update_run(session: Session, run_id: int, change: RunUpdate) -> Run:
         if change.status in ENDED:
             # The run's ingest tokens end with it (a later re-registration issues a new one).
             token_store.revoke_ingest_tokens(session, run_id)
-        if change.status == "running" and run.verdict in ("stopped", "failed"):
-            run.verdict = "healthy"
+        if change.status == RunStatus.RUNNING and run.verdict in (Verdict.STOPPED, Verdict.FAILED):
+            run.verdict = Verdict.HEALTHY
             run.failure_reason = None
-        if change.status == "failed":
-            run.verdict = "failed"  # never "healthy" beside a failure
+        if change.status == RunStatus.FAILED:
+            run.verdict = Verdict.FAILED  # never healthy beside a failure
     if change.failure_reason is not None:
         run.failure_reason = change.failure_reason
     if change.detectors is not None:
