@@ -24,6 +24,7 @@ from typing import Any, Literal
 import httpx
 import torch
 
+from service.wire.enums import RunStatus
 from trainer_hooks._client import RunInfo, SharpwatchClient
 from trainer_hooks._commands import CommandPoller
 from trainer_hooks._errors import ConfigurationError
@@ -225,7 +226,7 @@ class RunSession:
         return int(synced_step)
 
     # -- lifetime -----------------------------------------------------------------------------
-    def close(self, status: str = "finished", reason: str | None = None) -> None:
+    def close(self, status: str = RunStatus.FINISHED, reason: str | None = None) -> None:
         """Flush, mark the run ``status`` on the service (which releases the command long-poll),
         and stop the command poller. A ``failed`` run carries ``reason`` (default: the error
         recorded by :meth:`step`), shown by ``GET /runs/{id}`` and on the run's page."""
@@ -238,7 +239,7 @@ class RunSession:
             if self.client.run is not None:
                 change: dict[str, str] = {"status": status}
                 why = reason or self.failure_reason
-                if status == "failed" and why:
+                if status == RunStatus.FAILED and why:
                     change["failure_reason"] = why
                 with contextlib.suppress(httpx.HTTPError):
                     self.client.update_run(change)
@@ -257,11 +258,11 @@ class RunSession:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
-            status = "stopped" if self.should_stop else "finished"
+            status = RunStatus.STOPPED if self.should_stop else RunStatus.FINISHED
         elif issubclass(exc_type, KeyboardInterrupt):
-            status = "stopped"
+            status = RunStatus.STOPPED
         else:
-            status = "failed"
+            status = RunStatus.FAILED
             if self.failure_reason is None and exc is not None:
                 self.failure_reason = _reason("the training loop raised", exc)
         self.close(status)

@@ -17,6 +17,7 @@ from service.detectors.policy import RunPolicy
 from service.detectors.records import StepRecord
 from service.detectors.state import DetectorState
 from service.detectors.transitions import OpenAlert
+from service.wire.enums import RunStatus, Verdict
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -95,7 +96,9 @@ def decide_pass(run: RunSnapshot) -> PassDecisions:
     commanded = run.commanded_alpha
     # A stop once requested stays requested: the verdict says so even when the trainer's ack of
     # the stop committed between the reads of the run and of its commands.
-    stopping = run.status == "stopped" or run.verdict == "stopped" or run.stop_outstanding
+    stopping = (
+        run.status == RunStatus.STOPPED or run.verdict == Verdict.STOPPED or run.stop_outstanding
+    )
     best_step = run.best_step
     reported = _alpha_before(run, position[run.pending[0]]) if run.pending else None
     decisions: list[StepDecision] = []
@@ -136,8 +139,9 @@ def decide_pass(run: RunSnapshot) -> PassDecisions:
     if state.peak is not None and not (stopping and best_step is not None):
         best_step = state.peak.step  # an issued stop's best step stays the run's best step
     verdict = None
-    if outcome is not None and run.status != "failed":  # failed keeps its verdict until reopened
-        verdict = "stopped" if stopping else outcome.verdict.value
+    # A failed run keeps its verdict until it is reopened.
+    if outcome is not None and run.status != RunStatus.FAILED:
+        verdict = Verdict.STOPPED.value if stopping else outcome.verdict.value
     return PassDecisions(tuple(decisions), state, best_step, verdict)
 
 

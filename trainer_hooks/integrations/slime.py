@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from service.wire.enums import RunStatus
 from trainer_hooks._errors import ConfigurationError, SharpwatchHooksError
 from trainer_hooks._iac import _check_alpha, iac_factor
 from trainer_hooks._types import StepInputs, StepResult
@@ -195,7 +196,7 @@ def _close_owned() -> None:
         if _state.status is not None:
             _state.status.close()
     if session is not None and owned:
-        session.close("stopped" if session.should_stop else "finished")
+        session.close(RunStatus.STOPPED if session.should_stop else RunStatus.FINISHED)
 
 
 def _reward(sample: Any, args: Any) -> float:

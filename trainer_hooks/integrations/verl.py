@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from service.wire.enums import RunStatus
 from trainer_hooks._errors import ConfigurationError, SharpwatchHooksError
 from trainer_hooks._iac import iac_calibrate
 from trainer_hooks._layout import make_layout, segment_sum
@@ -255,7 +256,7 @@ def hook_tracking(tracking_cls: type[Any] | None = None) -> Callable[[], None] |
             tap = _active_tap
             if tap is not None and tap.owns_session:
                 exit_code = k.get("exit_code", a[0] if a else 0)
-                tap.close(status=None if exit_code == 0 else "failed")
+                tap.close(status=None if exit_code == 0 else RunStatus.FAILED)
 
     if original_finish is not None:
         finish.__name__ = "finish"
@@ -455,7 +456,7 @@ class SharpwatchVerlTap:
         self.detach()
         if self.owns_session:
             if status is None:
-                status = "stopped" if self.session.should_stop else "finished"
+                status = RunStatus.STOPPED if self.session.should_stop else RunStatus.FINISHED
             self.session.close(status)
 
     def __enter__(self) -> SharpwatchVerlTap:
