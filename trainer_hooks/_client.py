@@ -982,10 +982,10 @@ class SharpwatchClient:
 
     def _too_large(self, line: bytes, size: int, limit: int) -> None:
         step = step_of(line)
-        self.rejected += 1
         if step in self._oversize_reported:
-            return
+            return  # a split batch sent again after a transport error meets the same step again
         self._oversize_reported.add(step)
+        self.rejected += 1
         log.error(
             "sharpwatch dropped step %s: its record is %d bytes, over the service's body limit "
             "of %d bytes; raise SHARPWATCH_MAX_BODY_BYTES on the service (or send fewer queries "

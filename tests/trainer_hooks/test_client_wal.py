@@ -267,6 +267,55 @@ def test_a_batch_over_the_body_limit_is_split_and_one_huge_step_reported_once(
     client.close()
 
 
+class _DropAfterSplitTransport(httpx.BaseTransport):
+    """A real transport whose second step post after the first 413 fails to connect once, as a
+    post timing out on a loaded machine does: the split batch is sent again later."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.after_413: int | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/steps") and self.after_413 is not None:
+            self.after_413 += 1
+            if self.after_413 == 2:
+                raise httpx.ConnectError("connection reset", request=request)
+        response = self.inner.handle_request(request)
+        if response.status_code == 413 and self.after_413 is None:
+            self.after_413 = 0
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_an_oversized_step_is_counted_once_when_its_split_batch_is_sent_again(
+    database: str, tmp_path: Path
+) -> None:
+    limit = 60_000
+    port = _free_port()
+    records = [_record(step, queries=40) for step in range(64)]
+    records[20] = _record(20, queries=1500)
+    client = SharpwatchClient(
+        f"http://127.0.0.1:{port}",
+        spool_dir=tmp_path / "spool",
+        batch_size=64,
+        max_backoff=0.2,
+        flush_interval=0.005,
+        transport=_DropAfterSplitTransport(),
+    )
+    assert client.open_run("split-again", group_size=4) is None  # all 64 queue up, one batch
+    for record in records:
+        client.submit(record)
+    with _server(database, port, max_body_bytes=limit) as server:
+        assert client.flush(timeout=60), client.flush_error
+        assert client.run is not None
+        stored = [s["step"] for s in _stored(server.url, client.run.id)]
+        client.close()
+    assert stored == [step for step in range(64) if step != 20]
+    assert client.rejected == 1
+
+
 # -- failure 3: resume with an unsent spool ---------------------------------------------------
 
 
