@@ -16,7 +16,7 @@ bounds are stored with the counts, so changing a layout later never misreads old
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from operator import truediv
 from typing import Any, Protocol
@@ -52,19 +52,14 @@ class QueryRow(Protocol):
 def histogram(values: Iterable[float], bounds: Sequence[float]) -> dict[str, Any]:
     """Cumulative bucket counts of ``values`` for upper bounds ``bounds`` (sorted), Prometheus
     style (``le``: less than or equal)."""
-    counts = [0] * (len(bounds) + 1)
+    observed = list(values)
     total = 0.0
-    n = 0
-    for value in values:
-        counts[bisect_left(bounds, value)] += 1
+    for value in observed:  # summed in order (not sum(), whose rounding differs across Pythons)
         total += value
-        n += 1
-    cumulative: list[int] = []
-    running = 0
-    for count in counts[:-1]:
-        running += count
-        cumulative.append(running)
-    return {"le": list(bounds), "cumulative": cumulative, "count": n, "sum": total}
+    observed.sort()
+    # One bisection per bound over the sorted values, not one per value over the bounds.
+    cumulative = [bisect_right(observed, bound) for bound in bounds]
+    return {"le": list(bounds), "cumulative": cumulative, "count": len(observed), "sum": total}
 
 
 def summarize(queries: Sequence[QueryRow]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from fractions import Fraction
+from functools import lru_cache
 
 from service.detectors.records import StepRecord
 
@@ -107,11 +108,15 @@ def slope(xs: Sequence[int], ys: Sequence[float]) -> float:
 # a line the counts do not cross. Rules compare exact rationals instead.
 
 
+# Both are pure in a float and each step's windows convert the same history values again: cached
+# (issue 21: the conversions were a third of a detection pass).
+@lru_cache(maxsize=256)
 def line(threshold: float) -> Fraction:
     """A threshold as the decimal it was written as (its shortest repr): 0.01 -> 1/100."""
     return Fraction(repr(float(threshold)))
 
 
+@lru_cache(maxsize=8192)
 def exact_fraction(x: float) -> Fraction:
     """``x`` as the ratio of counts it was computed from: the fraction with denominator <=
     :data:`MAX_COUNT_DENOMINATOR` nearest to ``x`` when ``x`` lies within a few ulps of it (one

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -303,25 +303,31 @@ def alpha_decisions(session: Session, run_id: int, limit: int = 1000) -> list[Al
     )
 
 
-def outstanding_summary(session: Session, run_id: int) -> tuple[bool, float | None]:
-    """In one query: whether an early_stop is outstanding, and the α of the newest outstanding
-    adjust_alpha (the α controller's working value while the trainer has not applied it)."""
-    rows = session.execute(
-        select(Command.kind, Command.alpha)
-        .where(Command.run_id == run_id, Command.status.in_(OUTSTANDING))
-        .order_by(Command.id)
-    ).all()
-    stop = any(kind == CommandKind.EARLY_STOP for kind, _ in rows)
-    alphas = [alpha for kind, alpha in rows if kind == CommandKind.ADJUST_ALPHA]
-    return stop, alphas[-1] if alphas else None
+def detection_summary(session: Session, run_id: int) -> tuple[bool, float | None, int | None]:
+    """In one query: whether an early_stop is outstanding, the α of the newest outstanding
+    adjust_alpha (the α controller's working value while the trainer has not applied it), and
+    the step at which the run's newest applied adjust_alpha took effect."""
+    row = session.connection().execute(_DETECTION_SUMMARY, {"run_id": run_id}).one()
+    return bool(row.stop), row.alpha, row.applied_step
 
 
-def last_applied_alpha_step(session: Session, run_id: int) -> int | None:
-    """The step at which the run's newest applied ``adjust_alpha`` took effect, if any."""
-    return session.scalar(
-        select(func.max(Command.applied_step)).where(
-            Command.run_id == run_id,
-            Command.kind == CommandKind.ADJUST_ALPHA,
-            Command.status == CommandStatus.APPLIED,
-        )
+_OF_RUN = Command.run_id == bindparam("run_id")
+_DETECTION_SUMMARY = select(
+    exists()
+    .where(_OF_RUN, Command.kind == CommandKind.EARLY_STOP, Command.status.in_(OUTSTANDING))
+    .label("stop"),
+    select(Command.alpha)
+    .where(_OF_RUN, Command.kind == CommandKind.ADJUST_ALPHA, Command.status.in_(OUTSTANDING))
+    .order_by(Command.id.desc())
+    .limit(1)
+    .scalar_subquery()
+    .label("alpha"),
+    select(func.max(Command.applied_step))
+    .where(
+        _OF_RUN,
+        Command.kind == CommandKind.ADJUST_ALPHA,
+        Command.status == CommandStatus.APPLIED,
     )
+    .scalar_subquery()
+    .label("applied_step"),
+)

@@ -13,7 +13,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
@@ -79,6 +79,17 @@ def _history_record(row: Row[Any]) -> StepRecord:
     )
 
 
+_LOCK_RUN = (
+    select(Run)
+    .where(Run.id == bindparam("run_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_OPEN_ALERTS = select(Alert).where(
+    Alert.run_id == bindparam("run_id"), Alert.status == AlertStatus.OPEN
+)
+
+
 def load_pending(session: Session, run_id: int) -> PendingPass | None:
     """Begin the pass, lock the run row and read every stored step newer than the last one the
     detectors saw (at most ``MAX_CATCH_UP``), with its history. None (and the transaction
@@ -86,12 +97,7 @@ def load_pending(session: Session, run_id: int) -> PendingPass | None:
     only the request's own steps, means a detection that failed (a lock timeout, a crash between
     commit and detection) is made good by the next ingest of the run."""
     begin_write(session)
-    run = session.scalars(
-        select(Run)
-        .where(Run.id == run_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).first()
+    run = session.scalars(_LOCK_RUN, {"run_id": run_id}).first()
     if run is None:
         raise NotFoundError(f"run {run_id} does not exist", field="run_id")
     config = DetectorConfig.model_validate(run.detector_config or {}, strict=False)
@@ -109,13 +115,10 @@ def load_pending(session: Session, run_id: int) -> PendingPass | None:
     if not ordered:
         session.rollback()
         return None
-    open_rows = {
-        alert.rule: alert
-        for alert in session.scalars(
-            select(Alert).where(Alert.run_id == run_id, Alert.status == AlertStatus.OPEN)
-        )
-    }
-    stop_outstanding, commanded_alpha = command_store.outstanding_summary(session, run_id)
+    open_rows = {alert.rule: alert for alert in session.scalars(_OPEN_ALERTS, {"run_id": run_id})}
+    stop_outstanding, commanded_alpha, applied_step = command_store.detection_summary(
+        session, run_id
+    )
     snapshot = RunSnapshot(
         config=config,
         policy=RunPolicy.model_validate(run.policy or {}, strict=False),
@@ -133,7 +136,7 @@ def load_pending(session: Session, run_id: int) -> PendingPass | None:
         alpha_pinned=run.alpha_pinned,
         commanded_alpha=commanded_alpha,
         acknowledged_alpha=run.alpha,
-        acknowledged_step=command_store.last_applied_alpha_step(session, run_id),
+        acknowledged_step=applied_step,
         stop_outstanding=stop_outstanding,
     )
     return PendingPass(

@@ -7,7 +7,18 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, cast
 
-from sqlalchemy import Connection, Integer, Table, case, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    case,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,6 +52,30 @@ class IngestResult:
     rows: int  # per-query rows stored
 
 
+_STORED = (
+    select(Run.created_at, Step.step, Step.content_hash)  # plain columns: a Core statement
+    .outerjoin(
+        Step,
+        and_(Step.run_id == Run.id, Step.step.in_(bindparam("steps", expanding=True))),
+    )
+    .where(Run.id == bindparam("run_id"))
+)
+
+
+_NEWER = or_(Run.last_step.is_(None), Run.last_step < bindparam("newest", type_=Integer()))
+_BUMP_RUN = (
+    update(Run)
+    .where(Run.id == bindparam("run_id"))
+    .values(
+        epoch=Run.epoch + 1,
+        last_step=case((_NEWER, bindparam("newest", type_=Integer())), else_=Run.last_step),
+        last_step_at=case((_NEWER, bindparam("now", type_=UTCDateTime())), else_=Run.last_step_at),
+    )
+    .returning(Run.epoch)
+    .execution_options(synchronize_session=False)
+)
+
+
 def ingest(session: Session, run_id: int, batch: StepBatchIn) -> IngestResult:
     """Store the batch's new steps and commit; identical re-sends are duplicates; a changed
     re-send is a 409 and nothing of the batch is stored. A step a concurrent request stored
@@ -53,18 +88,14 @@ def ingest(session: Session, run_id: int, batch: StepBatchIn) -> IngestResult:
 
 
 def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestResult:
-    created_at = session.scalar(select(Run.created_at).where(Run.id == run_id))
-    if created_at is None:
-        raise NotFoundError(f"run {run_id} does not exist", field="run_id")
     hashes = {record.step: record.content_hash() for record in batch.steps}
-    stored = {
-        row.step: row.content_hash
-        for row in session.execute(
-            select(Step.step, Step.content_hash).where(
-                Step.run_id == run_id, Step.step.in_(list(hashes))
-            )
-        )
-    }
+    # One round trip: the run (404 if missing) and the batch's steps already stored.
+    connection = session.connection()
+    found = connection.execute(_STORED, {"run_id": run_id, "steps": list(hashes)}).all()
+    if not found:
+        raise NotFoundError(f"run {run_id} does not exist", field="run_id")
+    created_at = found[0].created_at
+    stored = {row.step: row.content_hash for row in found if row.step is not None}
     duplicates: list[int] = []
     fresh: list[StepIn] = []
     for index, record in enumerate(batch.steps):
@@ -86,22 +117,13 @@ def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestRes
     # Core inserts (no per-row ORM work): one executemany for the steps, and for the per-query
     # rows COPY on PostgreSQL or one executemany elsewhere, all in the request's transaction.
     step_rows = [_step_row(run_id, record, hashes[record.step], now) for record in fresh]
-    session.execute(insert(_STEP_TABLE), step_rows)
+    connection.execute(_INSERT_STEPS, step_rows)
     rows = _insert_query_rows(session, run_id, fresh)
     newest = max(record.step for record in fresh)
-    newer = or_(Run.last_step.is_(None), Run.last_step < newest)
     # Every write of steps bumps the run's epoch (the detectors' history cache is exact only at
     # the epoch it was filled at; service.storage._history_cache).
-    epoch = session.execute(
-        update(Run)
-        .where(Run.id == run_id)
-        .values(
-            epoch=Run.epoch + 1,
-            last_step=case((newer, literal(newest, Integer())), else_=Run.last_step),
-            last_step_at=case((newer, literal(now, UTCDateTime())), else_=Run.last_step_at),
-        )
-        .returning(Run.epoch)
-        .execution_options(synchronize_session=False)
+    epoch = connection.execute(
+        _BUMP_RUN, {"run_id": run_id, "newest": newest, "now": now}
     ).scalar_one()
     database = database_key(session)
     session.commit()
@@ -113,6 +135,7 @@ def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestRes
 
 
 _STEP_TABLE = cast(Table, Step.__table__)
+_INSERT_STEPS = insert(_STEP_TABLE)
 _QUERY_TABLE = cast(Table, QueryStat.__table__)
 _QUERY_INSERT_COLUMNS = ("run_id", "step", *QUERY_ROW_FIELDS)
 _INSERT_QUERY_ROWS = (
