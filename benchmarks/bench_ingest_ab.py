@@ -2,13 +2,15 @@
 
     git archive main | tar -x -C /tmp/before
     python benchmarks/bench_ingest_ab.py --before /tmp/before --steps 400 --queries 256
+    python benchmarks/bench_ingest_ab.py --before /tmp/before --steps 400 --queries 512 --batch 10
 
 On a shared, loaded machine a before-run then an after-run measure two different loads. Here
 both trees are served at once (``sharpwatch serve`` subprocesses, 1 worker each, per backend)
 and the steps of one run each go to them in alternating blocks of ``--block`` requests (one step
-per request, the workload of ``bench_peers``), so both see the same load. Reported: the median
-and p90 of the request latency (client send → response) per tree and backend, steps/s = 1000 /
-median, and after/before.
+per request, the workload of ``bench_peers``; ``--batch`` steps per request), so both see the
+same load. Reported: the median and p90 of the request latency (client send → response) per tree
+and backend, steps/s = batch · 1000 / median, query rows/s = steps/s · queries, and
+after/before.
 """
 
 from __future__ import annotations
@@ -40,20 +42,22 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=ROOT, help="the tree measured as after")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--queries", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=1, help="steps per request")
     parser.add_argument("--block", type=int, default=10, help="requests per turn")
     parser.add_argument("--postgres-url", default=os.environ.get("SHARPWATCH_TEST_DATABASE_URL"))
     args = parser.parse_args()
 
+    batches = [range(first, first + args.batch) for first in range(0, args.steps, args.batch)]
     bodies = [
-        json.dumps({"steps": [_workload.step_record(s, args.queries)]}).encode()
-        for s in range(args.steps)
+        json.dumps({"steps": [_workload.step_record(s, args.queries) for s in steps]}).encode()
+        for steps in batches
     ]
     headers = {"content-type": "application/json"}
     print(
-        "| backend | tree | requests | median ms | p90 ms | steps/s (1000 / median) "
-        "| after / before | load 1/5/15 |"
+        "| backend | tree | requests | median ms | p90 ms | steps/s (batch · 1000 / median) "
+        "| query rows/s | after / before | load 1/5/15 |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     backends = ["sqlite"] + (["postgres"] if args.postgres_url else [])
     for backend in backends:
         with contextlib.ExitStack() as stack:
@@ -77,7 +81,7 @@ def main() -> None:
                 run.raise_for_status()
                 paths[label] = f"/api/v1/runs/{run.json()['id']}/steps"
             samples: dict[str, list[float]] = {"before": [], "after": []}
-            for start in range(0, args.steps, args.block):
+            for start in range(0, len(bodies), args.block):
                 order = (
                     ("before", "after") if (start // args.block) % 2 == 0 else ("after", "before")
                 )
@@ -93,9 +97,11 @@ def main() -> None:
             for label in ("before", "after"):
                 p90 = statistics.quantiles(samples[label], n=10)[-1] * 1000
                 ratio = medians["before"] / medians["after"] if label == "after" else 1.0
+                steps_per_s = args.batch * 1000 / medians[label]
                 print(
                     f"| {backend} | {label} | {len(samples[label])} | {medians[label]:.1f} "
-                    f"| {p90:.1f} | {1000 / medians[label]:.0f} | {ratio:.2f}× | {load} |",
+                    f"| {p90:.1f} | {steps_per_s:.0f} | {steps_per_s * args.queries:,.0f} "
+                    f"| {ratio:.2f}× | {load} |",
                     flush=True,
                 )
 
