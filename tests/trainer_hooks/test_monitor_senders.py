@@ -2,56 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import torch
 
 from service.wire.metrics import HOOK_STEP_METRIC_NAMES, STEP_METRIC_NAMES
 from service.wire.query import QUERY_FIELDS
+from tests.trainer_hooks.test_monitor import G, _inputs, _Sink
 from trainer_hooks import (
     ConfigurationError,
     Monitor,
-    ProbeInputs,
-    StepInputs,
-    grpo_advantages,
     watch,
 )
 from trainer_hooks._record import DeferredRecord
 from trainer_hooks._sections import SECTIONS, StepPacker
 from trainer_hooks.integrations._deferred import DeferredSender, hold_records
-
-B, G, T, V = 3, 4, 5, 11
-
-
-def _inputs(**over: Any) -> StepInputs:
-    gen = torch.Generator().manual_seed(0)
-    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0] * 4, [1.0, 1.0, 1.0, 0.0]])
-    kw: dict[str, Any] = {
-        "rewards": r,
-        "advantages": grpo_advantages(r),
-        "answer_keys": list("abcc" + "xxyy" + "aaab"),
-        "logits": torch.randn(B, G, T, V, generator=gen),
-        "mask": torch.ones(B, G, T),
-        "oracle_rewards": r.flip(-1),
-        "token_ids": torch.randint(0, 3, (B, G, T), generator=gen),
-        "ref_logprobs": torch.full((B, G), -2.0),
-        "loss": torch.tensor(0.25),
-        "grad_norm": 1.5,
-        "kl": 0.01,
-        "probe": ProbeInputs(r, token_entropy=torch.ones(B, G, T)),
-        "extra": {"lr": 1e-6, "clip_frac": torch.tensor(0.1)},
-    }
-    kw.update(over)
-    return StepInputs(**kw)
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.records: list[dict[str, object]] = []
-
-    def submit(self, record: dict[str, object]) -> None:
-        self.records.append(record)
 
 
 class _DeferredSink(_Sink):
