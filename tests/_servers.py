@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Connection, create_engine, make_url, text
 
 REQUIRE_SERVICES = os.environ.get("SHARPWATCH_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("SHARPWATCH_TEST_DATABASE_URL")
@@ -72,6 +72,21 @@ def scratch_postgres_database(base_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+def refuse_shared_connection(app: Any) -> None:
+    """A real server runs requests concurrently in threads; sessions bound to one Connection
+    (conftest's rolled-back ``session_factory``) would interleave their transactions on it and
+    fail at random (PendingRollbackError, InFailedSqlTransaction: 500s and 503s that are the
+    fixture's, not the service's). Serve a pooled app (``server``/``sqlite_server`` fixtures)."""
+    state = getattr(app, "state", None)
+    factory = getattr(state, "session_factory", None)
+    bind = None if factory is None else factory.kw.get("bind")
+    if isinstance(bind, Connection):
+        raise RuntimeError(
+            "ServerThread needs an app on a pooled engine: this app's sessions share one "
+            "database connection, which concurrent requests would corrupt"
+        )
+
+
 class ServerThread:
     """A real uvicorn server on an ephemeral loopback port, running in a thread."""
 
@@ -95,6 +110,11 @@ class ServerThread:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.01)
+        try:
+            refuse_shared_connection(self.config.app)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     @property

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 
 from tests._servers import ServerThread
 
@@ -29,19 +28,17 @@ def test_workload_counts_values_as_documented() -> None:
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_sharpwatch_ingest_benchmark_runs(app: FastAPI, batch: int) -> None:
-    with ServerThread(app) as server:
-        seconds, values, requests = bench_peers.ingest_sharpwatch(
-            server.url, steps=5, queries=4, batch=batch
-        )
+def test_sharpwatch_ingest_benchmark_runs(server: ServerThread, batch: int) -> None:
+    seconds, values, requests = bench_peers.ingest_sharpwatch(
+        server.url, steps=5, queries=4, batch=batch
+    )
     assert seconds > 0
     assert values == 5 * _workload.values_per_step(4)
     assert requests == -(-5 // batch)
 
 
-def test_latency_benchmark_runs(app: FastAPI) -> None:
-    with ServerThread(app) as server:
-        result = bench_peers.bench_latency(server.url, samples=2, setup="smoke")
+def test_latency_benchmark_runs(server: ServerThread) -> None:
+    result = bench_peers.bench_latency(server.url, samples=2, setup="smoke")
     assert len(result.from_send_ms) == 2
     assert all(0 < ms < 10_000 for ms in result.from_send_ms)
 
