@@ -12,27 +12,14 @@ The built record is the one the synchronous path builds from the same values, fi
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import Protocol, runtime_checkable
 
 from service.wire.finite import finite_or_none
-from service.wire.query import QUERY_FIELDS, QUERY_ROW_FIELDS
+from service.wire.query import QUERY_FIELDS, query_row_dict
 
 __all__ = ["DeferredRecord", "DeferredStepSender", "build_queries"]
-
-
-def _dict_builder(keys: Sequence[str]) -> Callable[..., dict[str, object]]:
-    """``f(*values) -> {keys[0]: values[0], ...}`` as one dict display, the way a hand-written
-    literal builds each row (``dict(zip(keys, row))`` per row is markedly slower on the writer
-    thread's 65k-query steps). The keys are the wire's field names, identifiers all."""
-    assert all(key.isidentifier() for key in keys)
-    source = f"lambda {', '.join(keys)}: {{{', '.join(f'{k!r}: {k}' for k in keys)}}}"
-    built: Callable[..., dict[str, object]] = eval(source)
-    return built
-
-
-_query_dict = _dict_builder(QUERY_ROW_FIELDS)
 
 
 def build_queries(
@@ -56,7 +43,7 @@ def build_queries(
         else:
             columns.append([finite_or_none(x) for x in values])
     # map stops at the shortest column (num_groups rows); an absent field's repeats None.
-    return list(map(_query_dict, *columns))
+    return list(map(query_row_dict, *columns))
 
 
 class DeferredRecord:

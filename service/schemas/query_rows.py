@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, overload
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
-from service.wire.query import QUERY_FIELDS
+from service.wire.query import QUERY_FIELDS, query_row_dict
 
 if TYPE_CHECKING:
     from service.schemas.steps import QueryIn
@@ -130,30 +130,7 @@ class QueryRows(Sequence[QueryTuple]):
 
     def dump(self) -> list[dict[str, Any]]:
         """The rows as ``QueryIn.model_dump()`` writes them (JSON-safe: floats are finite)."""
-        return [
-            {
-                "query_id": query_id,
-                "group_size": group_size,
-                "successes": successes,
-                "entropy": entropy,
-                "log_zprime": log_zprime,
-                "log_zprime_raw": log_zprime_raw,
-                "n_modes": n_modes,
-                "reward_accuracy": reward_accuracy,
-                "response_length": response_length,
-            }
-            for (
-                query_id,
-                group_size,
-                successes,
-                entropy,
-                log_zprime,
-                log_zprime_raw,
-                n_modes,
-                reward_accuracy,
-                response_length,
-            ) in zip(*self._readers(), strict=True)
-        ]
+        return list(map(query_row_dict, *self._readers()))
 
     @classmethod
     def __get_pydantic_core_schema__(
