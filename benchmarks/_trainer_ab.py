@@ -72,23 +72,14 @@ class _Child:
 def child_main() -> None:
     """The child's loop: one JSON line answered per command line."""
     import torch
-    from bench_hooks import _client, _full_inputs
+    from bench_hooks import _client, _full_inputs, _no_token_inputs
 
-    from trainer_hooks import Monitor, StepInputs
+    from trainer_hooks import Monitor
 
     full, g = _full_inputs()
     inputs = {
         "full": full,
-        "no_tokens": StepInputs(
-            rewards=full.rewards,
-            advantages=full.advantages,
-            answer_keys=full.answer_keys,
-            oracle_rewards=full.oracle_rewards,
-            ref_logprobs=full.ref_logprobs,
-            loss=full.loss,
-            grad_norm=1.0,
-            kl=0.01,
-        ),
+        "no_tokens": _no_token_inputs(full),
     }
     with tempfile.TemporaryDirectory() as directory:
         clients = {name: _client(os.path.join(directory, name), True) for name in CONFIGS}
