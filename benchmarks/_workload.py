@@ -95,10 +95,30 @@ def step_record(step: int, queries: int, seed: int = 0) -> dict[str, Any]:
     }
 
 
+SHAPES = ("rows", "columns")
+
+
+def columnar(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its ``queries`` as the wire's columns (one list per row field, element i
+    of each being query i): the same values, the shape the trainer hooks send (issue 21)."""
+    rows = record["queries"]
+    names = ["query_id", *QUERY_FIELDS]
+    return record | {"queries": {name: [row.get(name) for row in rows] for name in names}}
+
+
+def step_record_shaped(step: int, queries: int, shape: str, seed: int = 0) -> dict[str, Any]:
+    """:func:`step_record` with its ``queries`` in ``shape`` (``rows`` or ``columns``)."""
+    record = step_record(step, queries, seed)
+    return columnar(record) if shape == "columns" else record
+
+
 def count_values(record: dict[str, Any]) -> int:
     """Metric values in one step record (the definition above), counted from the record."""
     n = sum(1 for v in record["metrics"].values() if v is not None)
-    for row in record["queries"]:
+    queries = record["queries"]
+    if isinstance(queries, dict):  # columns
+        return n + sum(1 for f in QUERY_FIELDS for v in queries.get(f, ()) if v is not None)
+    for row in queries:
         n += sum(1 for f in QUERY_FIELDS if row.get(f) is not None)
     return n
 

@@ -8,9 +8,10 @@ On a shared, loaded machine a before-run then an after-run measure two different
 both trees are served at once (``sharpwatch serve`` subprocesses, 1 worker each, per backend)
 and the steps of one run each go to them in alternating blocks of ``--block`` requests (one step
 per request, the workload of ``bench_peers``; ``--batch`` steps per request), so both see the
-same load. Reported: the median and p90 of the request latency (client send → response) per tree
-and backend, steps/s = batch · 1000 / median, query rows/s = steps/s · queries, and
-after/before.
+same load. Each step's queries are sent in ``--shape`` (rows or columns; by default the shape
+the trainer client sends), except to a tree that does not take columns (rows). Reported: the
+median and p90 of the request latency (client send → response) per tree and backend, steps/s =
+batch · 1000 / median, query rows/s = steps/s · queries, and after/before.
 """
 
 from __future__ import annotations
@@ -33,7 +34,13 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import _workload  # noqa: E402
-from bench_peers import load_average, scratch_postgres, sharpwatch_server  # noqa: E402
+from bench_peers import (  # noqa: E402
+    accepts_columns,
+    client_shape,
+    load_average,
+    scratch_postgres,
+    sharpwatch_server,
+)
 
 
 def main() -> None:
@@ -45,19 +52,32 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="steps per request")
     parser.add_argument("--block", type=int, default=10, help="requests per turn")
     parser.add_argument("--postgres-url", default=os.environ.get("SHARPWATCH_TEST_DATABASE_URL"))
+    parser.add_argument(
+        "--shape",
+        choices=_workload.SHAPES,
+        default=None,
+        help="how each step's queries are sent (default: the shape the after tree's trainer "
+        "client sends); a tree that does not take columns is sent rows",
+    )
     args = parser.parse_args()
+    shape = args.shape or client_shape()
 
     batches = [range(first, first + args.batch) for first in range(0, args.steps, args.batch)]
-    bodies = [
-        json.dumps({"steps": [_workload.step_record(s, args.queries) for s in steps]}).encode()
-        for steps in batches
-    ]
+    bodies = {
+        sent: [
+            json.dumps(
+                {"steps": [_workload.step_record_shaped(s, args.queries, sent) for s in steps]}
+            ).encode()
+            for steps in batches
+        ]
+        for sent in {shape, "rows"}
+    }
     headers = {"content-type": "application/json"}
     print(
-        "| backend | tree | requests | median ms | p90 ms | steps/s (batch · 1000 / median) "
-        "| query rows/s | after / before | load 1/5/15 |"
+        "| backend | tree | queries as | requests | median ms | p90 ms "
+        "| steps/s (batch · 1000 / median) | query rows/s | after / before | load 1/5/15 |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     backends = ["sqlite"] + (["postgres"] if args.postgres_url else [])
     for backend in backends:
         with contextlib.ExitStack() as stack:
@@ -74,6 +94,7 @@ def main() -> None:
                 for k, u in urls.items()
             }
             paths = {}
+            shapes = {k: shape if accepts_columns(u) else "rows" for k, u in urls.items()}
             for label, client in clients.items():
                 run = client.post(
                     "/api/v1/runs", json={"name": f"ab-{uuid.uuid4().hex[:8]}", "group_size": 8}
@@ -81,12 +102,12 @@ def main() -> None:
                 run.raise_for_status()
                 paths[label] = f"/api/v1/runs/{run.json()['id']}/steps"
             samples: dict[str, list[float]] = {"before": [], "after": []}
-            for start in range(0, len(bodies), args.block):
+            for start in range(0, len(batches), args.block):
                 order = (
                     ("before", "after") if (start // args.block) % 2 == 0 else ("after", "before")
                 )
                 for label in order:
-                    for body in bodies[start : start + args.block]:
+                    for body in bodies[shapes[label]][start : start + args.block]:
                         begin = time.perf_counter()
                         response = clients[label].post(paths[label], content=body, headers=headers)
                         samples[label].append(time.perf_counter() - begin)
@@ -99,7 +120,8 @@ def main() -> None:
                 ratio = medians["before"] / medians["after"] if label == "after" else 1.0
                 steps_per_s = args.batch * 1000 / medians[label]
                 print(
-                    f"| {backend} | {label} | {len(samples[label])} | {medians[label]:.1f} "
+                    f"| {backend} | {label} | {shapes[label]} | {len(samples[label])} "
+                    f"| {medians[label]:.1f} "
                     f"| {p90:.1f} | {steps_per_s:.0f} | {steps_per_s * args.queries:,.0f} "
                     f"| {ratio:.2f}× | {load} |",
                     flush=True,

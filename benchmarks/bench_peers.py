@@ -209,12 +209,34 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
+def client_shape() -> str:
+    """The shape of ``queries`` the trainer client of this tree sends (``rows`` or
+    ``columns``): what an ingest benchmark sends by default."""
+    from trainer_hooks._record import build_queries
+
+    built = build_queries({"q_size": [8.0], "q_successes": [1.0]}, None, 1)
+    return "columns" if isinstance(built, dict) else "rows"
+
+
+def accepts_columns(url: str) -> bool:
+    """Whether the service at ``url`` takes ``queries`` as columns (a tree from before issue
+    21's columnar shape does not: it is sent rows)."""
+    document = httpx.get(f"{url}/openapi.json", timeout=30).json()
+    return "QueryColumns" in document.get("components", {}).get("schemas", {})
+
+
 def ingest_sharpwatch(
-    url: str, steps: int, queries: int, *, batch: int = 1, name: str | None = None
+    url: str,
+    steps: int,
+    queries: int,
+    *,
+    batch: int = 1,
+    name: str | None = None,
+    shape: str = "rows",
 ) -> tuple[float, int, int]:
-    """Register a run and post ``steps`` records, ``batch`` per request; (seconds, values,
-    requests). Bodies are encoded before the clock starts."""
-    records = [_workload.step_record(s, queries) for s in range(steps)]
+    """Register a run and post ``steps`` records, ``batch`` per request, their queries in
+    ``shape``; (seconds, values, requests). Bodies are encoded before the clock starts."""
+    records = [_workload.step_record_shaped(s, queries, shape) for s in range(steps)]
     values = sum(_workload.count_values(r) for r in records)
     bodies = [_dumps({"steps": records[i : i + batch]}) for i in range(0, len(records), batch)]
     headers = {"content-type": "application/json"}
@@ -320,6 +342,7 @@ def bench_ingest(
     peers: bool = True,
     mlflow_steps: int | None = None,
     source: Path = ROOT,
+    shape: str = "rows",
 ) -> list[IngestResult]:
     results: list[IngestResult] = []
     with tempfile.TemporaryDirectory() as directory:
@@ -327,10 +350,11 @@ def bench_ingest(
         # sharpwatch on SQLite (a fresh file per repeat would be fairer to the first run; one file
         # with a new run per repeat is what a live service sees).
         with sharpwatch_server(f"sqlite:///{base / 'sharpwatch.db'}", source=source) as url:
-            ingest_sharpwatch(url, 5, queries, batch=batch)  # warm-up
+            sent = shape if accepts_columns(url) else "rows"
+            ingest_sharpwatch(url, 5, queries, batch=batch, shape=sent)  # warm-up
             load = load_average()
             seconds, values, requests, times = _median_run(
-                ingest_sharpwatch, repeat, url, steps, queries, batch=batch
+                ingest_sharpwatch, repeat, url, steps, queries, batch=batch, shape=sent
             )
             results.append(
                 IngestResult(
@@ -341,16 +365,17 @@ def bench_ingest(
                     requests,
                     seconds,
                     load,
-                    f"HTTP, {batch} step/request, 1 worker",
+                    f"HTTP, {batch} step/request, queries as {sent}, 1 worker",
                     times,
                 )
             )
         if postgres_url:
             with scratch_postgres(postgres_url) as pg, sharpwatch_server(pg, source=source) as url:
-                ingest_sharpwatch(url, 5, queries, batch=batch)
+                sent = shape if accepts_columns(url) else "rows"
+                ingest_sharpwatch(url, 5, queries, batch=batch, shape=sent)
                 load = load_average()
                 seconds, values, requests, times = _median_run(
-                    ingest_sharpwatch, repeat, url, steps, queries, batch=batch
+                    ingest_sharpwatch, repeat, url, steps, queries, batch=batch, shape=sent
                 )
                 results.append(
                     IngestResult(
@@ -361,7 +386,7 @@ def bench_ingest(
                         requests,
                         seconds,
                         load,
-                        f"HTTP, {batch} step/request, 1 worker",
+                        f"HTTP, {batch} step/request, queries as {sent}, 1 worker",
                         times,
                     )
                 )
@@ -540,6 +565,13 @@ def main() -> None:
     ing.add_argument("--mlflow-steps", type=int, default=None)
     ing.add_argument("--source", type=Path, default=ROOT, help="source tree of sharpwatch to serve")
     ing.add_argument(
+        "--shape",
+        choices=_workload.SHAPES,
+        default=None,
+        help="how each step's queries are sent (default: the shape this tree's trainer client "
+        "sends); a tree that does not take columns is sent rows",
+    )
+    ing.add_argument(
         "--before",
         type=Path,
         default=None,
@@ -551,6 +583,7 @@ def main() -> None:
     lat.add_argument("--redis-url", default=os.environ.get("SHARPWATCH_TEST_REDIS_URL"))
     args = parser.parse_args()
     if args.part == "ingest":
+        shape = args.shape or client_shape()
         before: list[IngestResult] = []
         if args.before is not None:
             before = bench_ingest(
@@ -561,6 +594,7 @@ def main() -> None:
                 postgres_url=args.postgres_url,
                 peers=False,
                 source=args.before,
+                shape=shape,
             )
             for r in before:
                 r.system += " before"
@@ -575,6 +609,7 @@ def main() -> None:
                 peers=not args.no_peers,
                 mlflow_steps=args.mlflow_steps,
                 source=args.source,
+                shape=shape,
             )
         )
     else:

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple, overload
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
-from service.wire.query import QUERY_FIELDS, query_row_dict
+from service.wire.query import (
+    QUERY_FIELDS,
+    QUERY_ROW_FIELDS,
+    QueryColumns,
+    query_row_dict,
+    rows_or_columns_schema,
+)
 
 if TYPE_CHECKING:
     from service.schemas.steps import QueryIn
@@ -51,7 +57,7 @@ _TYPECODES = ("", "l", "l", *("l" if field.type is int else "d" for field in QUE
 _NULL: dict[str, Any] = {"d": math.nan, "l": -1}
 
 
-def _pack(values: tuple[Any, ...], typecode: str) -> tuple[Sequence[Any], bool]:
+def _pack(values: Sequence[Any], typecode: str) -> tuple[Sequence[Any], bool]:
     """A column's storage, and whether it holds a null."""
     if not typecode:
         return values, False
@@ -80,6 +86,29 @@ class QueryRows(Sequence[QueryTuple]):
         packed = [_pack(c, code) for c, code in zip(columns, _TYPECODES, strict=True)]
         self._columns = tuple(column for column, _ in packed)
         self._nulls = tuple(null for _, null in packed)
+
+    @classmethod
+    def from_columns(cls, columns: QueryColumns) -> QueryRows:
+        """The rows of validated columns, packed straight from the lists (no row is built)."""
+        values: dict[str, list[Any] | None] = columns.__dict__
+        count = len(values["query_id"] or ())
+        packed: list[tuple[Sequence[Any], bool]] = []
+        for name, code in zip(QUERY_ROW_FIELDS, _TYPECODES, strict=True):
+            column = values[name]
+            if column is None:  # omitted: null for every query
+                packed.append((array(code, [_NULL[code]]) * count, count > 0))
+            else:
+                packed.append(_pack(tuple(column) if not code else column, code))
+        rows = cls.__new__(cls)
+        rows._columns = tuple(column for column, _ in packed)
+        rows._nulls = tuple(null for _, null in packed)
+        return rows
+
+    def packed(self) -> tuple[tuple[Sequence[Any], bool], ...]:
+        """Each field's storage in ``QUERY_ROW_FIELDS`` order, and whether it holds a null:
+        the ids as a tuple of str, the rest as typed arrays (``array('l')`` of counts, -1 for
+        null; ``array('d')`` of floats, NaN for null: validated floats are finite)."""
+        return tuple(zip(self._columns, self._nulls, strict=True))
 
     def _readers(self) -> list[Iterable[Any]]:
         """The columns in row order, nulls restored (lazily)."""
@@ -142,9 +171,18 @@ class QueryRows(Sequence[QueryTuple]):
             handler.generate_schema(QueryIn), max_length=MAX_QUERIES_PER_STEP
         )
         pack: Callable[[list[QueryIn]], QueryRows] = cls
-        return core_schema.no_info_after_validator_function(
-            pack,
-            core_schema.no_info_before_validator_function(_unpacked, rows),
+        packed_rows = core_schema.no_info_after_validator_function(
+            pack, core_schema.no_info_before_validator_function(_unpacked, rows)
+        )
+
+        def from_columns(value: dict[str, Any]) -> QueryRows:
+            return cls.from_columns(QueryColumns.model_validate(value))
+
+        return rows_or_columns_schema(
+            packed_rows,
+            from_columns,
+            rows,
+            handler.generate_schema(QueryColumns),
             serialization=core_schema.plain_serializer_function_ser_schema(
                 cls.dump, return_schema=core_schema.list_schema(core_schema.any_schema())
             ),

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from array import array
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -15,7 +18,7 @@ from service.wire.query import QueryMeasures, QueryRow
 from service.wire.step import MAX_METRICS_PER_STEP as MAX_METRICS_PER_STEP
 from service.wire.step import MAX_QUERIES_PER_STEP as MAX_QUERIES_PER_STEP
 from service.wire.step import MAX_STEPS_PER_BATCH as MAX_STEPS_PER_BATCH
-from service.wire.step import StepRecord, check_unique_query_ids
+from service.wire.step import QUERIES_DOC, StepRecord, check_unique_query_ids
 
 
 class QueryIn(QueryRow):
@@ -29,8 +32,7 @@ class StepIn(StepRecord[QueryIn]):
     # Each row is validated as a ``QueryIn``, then the step's rows are held by column: a model
     # per row would hold ~4x the body's size (issue 14; service.schemas.query_rows).
     queries: QueryRows = Field(  # type: ignore[assignment]
-        default_factory=QueryRows,
-        description="Per-query rows (one per query of the batch).",
+        default_factory=QueryRows, description=QUERIES_DOC
     )
 
     @field_validator("queries")
@@ -40,13 +42,44 @@ class StepIn(StepRecord[QueryIn]):
         return queries
 
     def content_hash(self) -> str:
-        """Digest of the canonical content; an identical re-send has the same digest."""
+        """Digest of the content, whatever shape ``queries`` came in: an identical re-send has
+        the same digest. Version 2: the non-query fields' canonical JSON, then each packed
+        column's bytes (fixed item size and byte order; the ids joined by NUL, which no id
+        holds). Steps stored before it carry :meth:`legacy_content_hash`."""
+        digest = hashlib.sha256(_DIGEST_V2)
+        content = self.model_dump(mode="json", exclude={"queries"})
+        digest.update(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
+        digest.update(len(self.queries).to_bytes(8, "little"))
+        for column, _ in self.queries.packed():
+            if isinstance(column, array):
+                digest.update(_fixed_bytes(column))
+            else:
+                digest.update(b"\0".join(i.encode("utf-8", "surrogatepass") for i in column))
+        return digest.hexdigest()
+
+    def legacy_content_hash(self) -> str:
+        """The digest before version 2 (the canonical JSON of the whole record, rows as
+        objects): what steps stored by earlier versions carry, compared before a 409."""
         # == model_dump(mode="json"); the rows' dump is JSON-safe as it is, and pydantic's pass
         # over it in JSON mode cost more than building it.
         content = self.model_dump(mode="json", exclude={"queries"})
         content["queries"] = self.queries.dump()
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_DIGEST_V2 = b"sharpwatch step content v2\0"
+
+
+def _fixed_bytes(column: array[Any]) -> bytes | array[Any]:
+    """A packed column as 8-byte little-endian items (``array('l')`` is 4 bytes on some
+    platforms; the digest must not depend on the server's)."""
+    if column.itemsize != 8:
+        column = array("q", column)
+    if sys.byteorder == "big":
+        column = array(column.typecode, column)
+        column.byteswap()
+    return column
 
 
 class StepBatchIn(StrictModel):

@@ -1,28 +1,38 @@
-"""The step record of the wire contract: what a trainer sends for one training step."""
+"""The step record of the wire contract: what a trainer sends for one training step (its
+``queries`` as rows or as columns: ``service.wire.query``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Generic, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Generic, TypeVar
 
+from annotated_types import MaxLen
 from pydantic import Field, field_validator, model_validator
 
 from service.wire.metrics import STEP_METRICS
-from service.wire.query import QueryRow
+from service.wire.query import MAX_QUERIES_PER_STEP, QueryColumns, QueryRow, RowsOrColumns
 from service.wire.types import MAX_INT32, FiniteFloat, MetricName, StrictModel, UtcDateTime
 
 __all__ = [
     "MAX_METRICS_PER_STEP",
     "MAX_QUERIES_PER_STEP",
     "MAX_STEPS_PER_BATCH",
+    "QUERIES_DOC",
     "STEP_RECORD_FIELDS",
     "StepRecord",
     "check_unique_query_ids",
 ]
 
 MAX_STEPS_PER_BATCH = 1000
-MAX_QUERIES_PER_STEP = 65536
 MAX_METRICS_PER_STEP = 256
+
+#: The ``queries`` field's description, in both the wire record and the service's schema.
+QUERIES_DOC = (
+    "The step's per-query rows (one per query of the batch), in either shape: a list of row "
+    "objects, or an object of columns (`query_id`, `group_size`, `successes` required, each "
+    "optional measurement's column may be omitted: null for every query), element i of every "
+    "column being query i. Columns are smaller and much faster to ingest."
+)
 
 _METRICS_DOC = "\n".join(f"- `{m.name}` ({m.unit}): {m.description}" for m in STEP_METRICS)
 
@@ -32,8 +42,11 @@ Row = TypeVar("Row", bound=QueryRow)
 
 def check_unique_query_ids(query_ids: Iterable[str]) -> None:
     """A step has one row per query: ``ValueError`` naming the first id that appears twice."""
+    ids = query_ids if isinstance(query_ids, Sequence) else list(query_ids)
+    if len(set(ids)) == len(ids):
+        return
     seen: set[str] = set()
-    for index, query_id in enumerate(query_ids):
+    for index, query_id in enumerate(ids):
         if query_id in seen:
             raise ValueError(
                 f"queries[{index}].query_id {query_id!r} appears twice in the step; "
@@ -62,16 +75,18 @@ class StepRecord(StrictModel, Generic[Row]):
         max_length=MAX_METRICS_PER_STEP,
         description="Names of metrics that were NaN or infinite at the trainer (sent as null).",
     )
-    queries: list[Row] = Field(
+    queries: Annotated[
+        Annotated[list[Row], MaxLen(MAX_QUERIES_PER_STEP)] | QueryColumns, RowsOrColumns()
+    ] = Field(
         default_factory=list,
-        max_length=MAX_QUERIES_PER_STEP,
-        description="Per-query rows (one per query of the batch).",
+        description=QUERIES_DOC,
     )
 
     @field_validator("queries")
     @classmethod
-    def _unique_queries(cls, queries: list[Row]) -> list[Row]:
-        check_unique_query_ids(query.query_id for query in queries)
+    def _unique_queries(cls, queries: list[Row] | QueryColumns) -> list[Row] | QueryColumns:
+        if isinstance(queries, list):  # the columns checked their ids themselves
+            check_unique_query_ids(query.query_id for query in queries)
         return queries
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.reliability._procs import ServiceProcess
 
@@ -28,6 +29,10 @@ BODY_BYTES = 31_000_000
 FLOOD_BOUND = 48 * 1024 * 1024  # bytes of peak-RSS growth allowed for the whole flood
 SENDERS = 3
 ACCEPTED_BOUND = 4.0  # peak RSS growth / body size for an accepted 31 MB ingest
+# The queries as columns (issue 21): the same bound. Measured 3.4x (rows: 3.0x), but a columnar
+# body of the same size carries ~2.9x as many rows (its parsed floats outweigh its text), so
+# per row the columns' peak is ~2.6x lower.
+COLUMNS_BOUND = ACCEPTED_BOUND
 
 
 def _status(pid: int) -> dict[str, int]:
@@ -49,7 +54,7 @@ def tiny_objects(size: int) -> bytes:
     return b'{"steps": [' + b"{}," * (count - 1) + b"{}]}"
 
 
-def realistic_body(megabytes: float) -> bytes:
+def realistic_body(megabytes: float, shape: str = "rows") -> bytes:
     rng = random.Random(0)
     steps = []
     size = 0
@@ -75,6 +80,8 @@ def realistic_body(megabytes: float) -> bytes:
             "metrics": {"entropy": rng.random(), "success_rate": rng.random(), "alpha": 1.0},
             "queries": queries,
         }
+        if shape == "columns":
+            record["queries"] = {name: [query[name] for query in queries] for name in queries[0]}
         size += len(json.dumps(record)) + 2
         steps.append(record)
         step += 1
@@ -138,7 +145,10 @@ def test_unauthenticated_flood_costs_no_memory(tmp_path: Path) -> None:
     assert growth < FLOOD_BOUND, f"peak RSS grew by {growth / 2**20:.0f} MiB"
 
 
-def test_an_accepted_maximum_size_body_has_a_bounded_peak(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("shape", "bound"), [("rows", ACCEPTED_BOUND), ("columns", COLUMNS_BOUND)])
+def test_an_accepted_maximum_size_body_has_a_bounded_peak(
+    tmp_path: Path, shape: str, bound: float
+) -> None:
     service = ServiceProcess(f"sqlite:///{tmp_path / 'sw.db'}", log_path=tmp_path / "service.log")
     service.start()
     try:
@@ -148,7 +158,7 @@ def test_an_accepted_maximum_size_body_has_a_bounded_peak(tmp_path: Path) -> Non
             f"{service.url}/api/v1/runs",
             json={"project": "p", "name": "big", "group_size": 8, "kl_beta": 0.0},
         ).json()["id"]
-        body = realistic_body(31.0)
+        body = realistic_body(31.0, shape)
         before = _status(pid)
         _reset_peak(pid)
         answer = httpx.post(
@@ -163,4 +173,5 @@ def test_an_accepted_maximum_size_body_has_a_bounded_peak(tmp_path: Path) -> Non
     assert answer.status_code == 200, answer.text[:300]
     assert len(answer.json()["accepted"]) > 50
     ratio = (after["VmHWM"] - before["VmRSS"]) / len(body)
-    assert ratio < ACCEPTED_BOUND, f"peak RSS grew by {ratio:.1f}x the body"
+    print(f"{shape}: peak RSS grew by {ratio:.2f}x the body")
+    assert ratio < bound, f"peak RSS grew by {ratio:.1f}x the body"

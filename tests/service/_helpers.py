@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.wire.query import QUERY_ROW_FIELDS
+
 
 def run_body(name: str = "run-a", **overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
@@ -16,6 +18,15 @@ def run_body(name: str = "run-a", **overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+def as_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its ``queries`` sent as columns (a column only for the fields some row
+    has; a row without a field has null there)."""
+    rows = record["queries"]
+    required = QUERY_ROW_FIELDS[:3]  # query_id, group_size, successes
+    names = [name for name in QUERY_ROW_FIELDS if name in required or any(name in r for r in rows)]
+    return record | {"queries": {name: [row.get(name) for row in rows] for name in names}}
 
 
 def step_record(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.models import QueryStat, Step
-from tests.service._helpers import run_body, step_record
+from tests.service._helpers import as_columns, run_body, step_record
 
 
 @pytest.fixture
@@ -120,6 +121,12 @@ def _nan_body() -> bytes:
     return json.dumps({"steps": [record]}).encode()  # json.dumps writes the literal NaN
 
 
+def _columns(step: int, **columns: list[Any]) -> dict[str, Any]:
+    record = as_columns(step_record(step))
+    record["queries"].update(columns)
+    return record
+
+
 BAD_STEPS: dict[str, tuple[Any, int, str, str]] = {
     # name: (body, status, field, words in the reason)
     "wrong type": (
@@ -204,6 +211,49 @@ BAD_STEPS: dict[str, tuple[Any, int, str, str]] = {
         "non_finite names 'entropy'",
     ),
     "not JSON": (b'{"steps": [', 422, "body", "not valid JSON"),
+    # The same rules on queries sent as columns, errors naming the column and the element.
+    "unknown column": (
+        {"steps": [_columns(0, bogus=[1, 2, 3])]},
+        422,
+        "steps[0].queries.bogus",
+        "Extra inputs are not permitted",
+    ),
+    "missing column": (
+        {"steps": [step_record(0) | {"queries": {"query_id": ["q"], "successes": [1]}}]},
+        422,
+        "steps[0].queries.group_size",
+        "Field required",
+    ),
+    "short column": (
+        {"steps": [_columns(0, entropy=[0.5, None])]},
+        422,
+        "steps[0].queries.entropy",
+        "has 2 elements but query_id has 3",
+    ),
+    "column element out of range": (
+        {"steps": [_columns(0, entropy=[0.5, None, 1e5])]},
+        422,
+        "steps[0].queries.entropy[2]",
+        "less than or equal to 10000",
+    ),
+    "column element of the wrong type": (
+        {"steps": [_columns(0, n_modes=[1, "2", 3])]},
+        422,
+        "steps[0].queries.n_modes[1]",
+        "valid integer",
+    ),
+    "column successes above group_size": (
+        {"steps": [_columns(0, successes=[0, 9, 1])]},
+        422,
+        "steps[0].queries.successes[1]",
+        "successes (9) must not exceed group_size (8)",
+    ),
+    "duplicate id in columns": (
+        {"steps": [_columns(0, query_id=["q0", "q1", "q0"])]},
+        422,
+        "steps[0].queries.query_id[2]",
+        "query_id 'q0' appears twice",
+    ),
 }
 
 
@@ -334,3 +384,141 @@ def test_any_printable_query_id_is_readable(server: Any, encode_slash: bool) -> 
         assert [p["successes"] for p in body["points"]] == [i]
     prefix = httpx.get(f"{url}/api/v1/runs/{run}/queries/gsm8k/train")
     assert prefix.status_code == 404  # a prefix of an id is not the id
+
+
+def test_columns_round_trip_like_rows(client: TestClient, run_id: int) -> None:
+    rows = step_record(0, n_queries=4)
+    rows["queries"][2] = {"query_id": "sparse", "group_size": 4, "successes": 4}
+    columns = as_columns(step_record(1, n_queries=4))
+    columns["queries"]["entropy"][1] = None
+    response = client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": [rows, columns]})
+    assert response.status_code == 200, response.text
+    for record, sent in (
+        (rows, rows["queries"]),
+        (columns, step_record(1, n_queries=4)["queries"]),
+    ):
+        if record is columns:
+            sent[1]["entropy"] = None
+        detail = client.get(f"/api/v1/runs/{run_id}/steps/{record['step']}").json()
+        assert detail["n_queries"] == 4
+        stored = [{k: v for k, v in q.items() if v is not None} for q in detail["queries"]]
+        assert stored == [{k: v for k, v in q.items() if v is not None} for q in sent]
+
+
+def test_a_resend_in_the_other_shape_is_a_duplicate_and_a_changed_one_409(
+    client: TestClient, run_id: int, session_factory: sessionmaker[Session]
+) -> None:
+    sent = [step_record(0), as_columns(step_record(1))]
+    assert client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": sent}).status_code == 200
+    before = _counts(session_factory)
+    swapped = [as_columns(step_record(0)), step_record(1)]
+    again = client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": swapped})
+    assert again.json() == {"accepted": [], "duplicates": [0, 1]}
+    changed = as_columns(step_record(1))
+    changed["queries"]["log_zprime"][2] += 1e-12
+    response = client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": [changed]})
+    assert response.status_code == 409, response.text
+    assert response.json()["field"] == "steps[0].step"
+    assert _counts(session_factory) == before
+
+
+def test_a_step_stored_with_the_legacy_digest_is_still_a_duplicate(
+    client: TestClient, run_id: int, session_factory: sessionmaker[Session]
+) -> None:
+    """Steps stored before digest version 2 carry the old digest: an upgrade must not turn an
+    identical re-send into a conflict, nor a changed one into a duplicate."""
+    from service.schemas.steps import StepIn
+
+    record = step_record(0)
+    assert client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": [record]}).status_code == 200
+    legacy = StepIn.model_validate(record).legacy_content_hash()
+    with session_factory() as session:
+        stored = session.scalars(select(Step)).one()
+        assert stored.content_hash == StepIn.model_validate(record).content_hash() != legacy
+        stored.content_hash = legacy
+        session.commit()
+    before = _counts(session_factory)
+    for same in (record, as_columns(record)):
+        again = client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": [same]})
+        assert again.json() == {"accepted": [], "duplicates": [0]}, again.text
+    changed = step_record(0, entropy=0.25)
+    assert client.post(f"/api/v1/runs/{run_id}/steps", json={"steps": [changed]}).status_code == 409
+    assert _counts(session_factory) == before
+
+
+EXTREME_FLOATS = [
+    -0.0,
+    0.0,
+    5e-324,  # the smallest subnormal
+    2.2250738585072014e-308,  # the smallest normal
+    1.0000000000000002,
+    0.1 + 0.2,
+    1e-300,
+    999999.9999999999,
+    -999999.9999999999,
+    -1e6,
+    1 / 3,
+    123456.78901234567,
+]
+
+
+@pytest.mark.parametrize("shape", ["rows", "columns"])
+def test_stored_floats_equal_the_sent_ones_bit_for_bit(
+    client: TestClient,
+    run_id: int,
+    session_factory: sessionmaker[Session],
+    shape: str,
+    backend: str,
+) -> None:
+    """PostgreSQL's rows are written as COPY text: the floats' text must read back exactly.
+    (SQLite stores an integral REAL as an integer, so its -0.0 reads back as 0.0.)"""
+    count = len(EXTREME_FLOATS)
+    record = step_record(0, n_queries=count)
+    for i, value in enumerate(EXTREME_FLOATS):
+        record["queries"][i]["log_zprime"] = value
+        record["queries"][i]["log_zprime_raw"] = EXTREME_FLOATS[-1 - i]
+        record["queries"][i]["response_length"] = [1e9, 5e-324, 0.0, 1e-9][i % 4]
+    body = {"steps": [as_columns(record) if shape == "columns" else record]}
+    response = client.post(f"/api/v1/runs/{run_id}/steps", json=body)
+    assert response.status_code == 200, response.text
+    with session_factory() as session:
+        stored = session.execute(
+            select(
+                QueryStat.log_zprime, QueryStat.log_zprime_raw, QueryStat.response_length
+            ).order_by(QueryStat.id)
+        ).all()
+    if backend == "sqlite":
+        stored = [tuple(0.0 if value == 0 else value for value in row) for row in stored]
+        for query in record["queries"]:
+            query["log_zprime"] += 0.0  # -0.0 + 0.0 is 0.0
+            query["log_zprime_raw"] += 0.0
+    bits = [tuple(struct.pack("<d", value) for value in row) for row in stored]
+    expected = [
+        tuple(
+            struct.pack("<d", q[name])
+            for name in ("log_zprime", "log_zprime_raw", "response_length")
+        )
+        for q in record["queries"]
+    ]
+    assert bits == expected
+
+
+def test_ids_with_copy_delimiters_are_stored_as_sent(
+    client: TestClient, run_id: int, session_factory: sessionmaker[Session]
+) -> None:
+    ids = [
+        "back\\slash",
+        "tab\tinside",
+        "new\nline",
+        "carriage\rreturn",
+        "\\N",
+        "plain",
+        "\\\t\n\r",
+    ]
+    record = step_record(0, n_queries=0)
+    record["queries"] = [{"query_id": qid, "group_size": 2, "successes": 1} for qid in ids]
+    body = {"steps": [as_columns(record)]}
+    assert client.post(f"/api/v1/runs/{run_id}/steps", json=body).status_code == 200
+    with session_factory() as session:
+        stored = session.scalars(select(QueryStat.query_id).order_by(QueryStat.id)).all()
+    assert list(stored) == ids

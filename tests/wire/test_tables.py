@@ -56,9 +56,12 @@ def test_every_query_field_is_a_field_of_the_query_models() -> None:
     # A step's rows are validated as QueryIn (the name the schema and errors show), then held by
     # column (issue 14: service.schemas.query_rows).
     assert StepIn.model_fields["queries"].annotation is QueryRows
-    rows = StepIn.model_json_schema()["properties"]["queries"]
+    schema = StepIn.model_json_schema()
+    rows, columns = schema["properties"]["queries"]["anyOf"]  # or as columns: QueryColumns
     assert rows["type"] == "array"
     assert rows["items"] == {"$ref": "#/$defs/QueryIn"}
+    assert columns == {"$ref": "#/$defs/QueryColumns"}
+    assert list(schema["$defs"]["QueryColumns"]["properties"]) == list(QUERY_ROW_FIELDS)
 
 
 def test_storage_inserts_every_row_field_after_run_and_step() -> None:
