@@ -139,36 +139,58 @@ class EntropySummary:
 _CPU_BLOCK_ELEMENTS = 1_048_576  # ~4 MB of fp32 per block: fits the cache, few Python calls
 
 
+def _row_dots(h: torch.Tensor, m: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[i] = Σ_t h[i, t]·m[i, t]`` for ``[n, T]`` tensors of one float dtype, reading each
+    input once and materialising no product.
+
+    Rows go in pairs through one batched matrix product, ``[n/2, 2, T] @ [n/2, T, 2]``, whose
+    2×2 diagonals are the pairs' dot products (each output entry reads only its own two rows, so
+    a non-finite entry of one row never reaches the other's). On a CPU this is as fast as a plain
+    row sum of both inputs; ``bmm`` over ``[n, 1, T] @ [n, T, 1]`` (one dot per matrix) and
+    ``mul(h, m).sum(-1)`` are 2–10× slower (docs/benchmarks.md). MKL accumulates in fp32 over
+    several lanes (tests compare with float64)."""
+    n, t = int(h.shape[0]), int(h.shape[-1])
+    even = n - n % 2
+    if even:
+        half = (even // 2, 2, t)
+        pairs = torch.bmm(h[:even].reshape(half), m[:even].reshape(half).transpose(1, 2))
+        out[:even] = pairs.diagonal(dim1=1, dim2=2).reshape(-1)
+    if even < n:
+        out[even:] = torch.mul(h[even:], m[even:]).sum(dim=-1)
+
+
 def _masked_row_sums(h: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ_t m, Σ_{t: m} h) per row of ``[N, T]`` tensors (``m`` bool, or 0/1 of ``h``'s dtype):
+    """(Σ_t m, Σ_{t: m} h) per row of ``[N, T]`` tensors (``m`` bool, or 0/1 of any dtype):
     masked entries are selected out, never multiplied into the result (NaN·0 is NaN).
 
     On a GPU one fused ``where`` + ``sum``. On a CPU ``where`` (and even ``mask != 0``) costs
-    several times a product, so rows go in cache-sized blocks summed as ``h·m`` (exact wherever
-    the masked entries are finite: x·0 = 0), and only the rows whose product sum came out
-    non-finite (garbage such as ±inf or NaN under the mask, or a real NaN at a response token)
-    are summed again with ``where``: the result is the selection's (see docs/benchmarks.md)."""
+    several times a product, so each row's sum is the dot product ``h·m`` (:func:`_row_dots`;
+    exact selection wherever the masked entries are finite: x·0 = 0), and only the rows whose
+    sum came out non-finite (garbage such as ±inf or NaN under the mask, or a real NaN at a
+    response token) are summed again with ``where``: the result is the selection's (see
+    docs/benchmarks.md). A mask of another dtype than ``h`` is read as 0/1 of ``h``'s dtype in
+    cache-sized blocks of one reused buffer (a bool mask through its bytes: converting bool
+    itself, or a whole-tensor ``.to``, is several times slower)."""
     zero = torch.zeros((), dtype=h.dtype, device=h.device)
     if h.device.type != "cpu":
         mb = m if m.dtype == torch.bool else m != 0
         return mb.sum(dim=-1).to(h.dtype), torch.where(mb, h, zero).sum(dim=-1)
-    rows = max(1, _CPU_BLOCK_ELEMENTS // max(1, h.shape[-1]))
-    tok = torch.empty(h.shape[0], dtype=h.dtype)
-    ent = torch.empty(h.shape[0], dtype=h.dtype)
-    # One block-sized buffer for the products (and one for a bool mask read as 0/1), reused
-    # block after block: a fresh 4 MB tensor per block costs more than the product itself
-    # (page faults); the values and the order of the sums are those of mul(...).sum().
-    prod = torch.empty((min(rows, h.shape[0]), h.shape[-1]), dtype=h.dtype)
-    as_float = torch.empty_like(prod) if m.dtype == torch.bool else None
-    for start in range(0, h.shape[0], rows):
-        stop = min(start + rows, h.shape[0])
-        block_m = m[start:stop]
-        if as_float is not None:  # bool → 0/1 (a bool row sum and a float·bool product are slow)
-            block_m = as_float[: stop - start].copy_(block_m)
-        tok[start:stop] = block_m.sum(dim=-1)
-        out = prod[: stop - start]
-        torch.mul(h[start:stop], block_m, out=out)
-        ent[start:stop] = out.sum(dim=-1)
+    n = int(h.shape[0])
+    tok = torch.empty(n, dtype=h.dtype)
+    ent = torch.empty(n, dtype=h.dtype)
+    if m.dtype == h.dtype:
+        torch.sum(m, dim=-1, out=tok)
+        _row_dots(h, m, ent)
+    else:
+        src = m.view(torch.uint8) if m.dtype == torch.bool else m
+        rows = max(2, _CPU_BLOCK_ELEMENTS // max(1, h.shape[-1]))
+        rows += rows % 2  # whole pairs per block
+        as_float = torch.empty((min(rows, n), h.shape[-1]), dtype=h.dtype)
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            block_m = as_float[: stop - start].copy_(src[start:stop])
+            torch.sum(block_m, dim=-1, out=tok[start:stop])
+            _row_dots(h[start:stop], block_m, ent[start:stop])
     idx = torch.nonzero(~torch.isfinite(ent)).reshape(-1)  # usually empty: then a no-op
     mb = m.index_select(0, idx)
     mb = mb if mb.dtype == torch.bool else mb != 0
@@ -212,9 +234,7 @@ def entropy_summary(
             )
         if mask.device != h.device:
             raise ShapeError(f"mask is on {mask.device}; entropy is on {h.device}")
-        m = mask.reshape(h.shape)
-        if m.dtype != torch.bool:  # a 0/1 response mask, read as h's dtype (no bool pass on CPU)
-            m = m.to(h.dtype)
+        m = mask.reshape(h.shape)  # bool, or 0/1 of any dtype (read as h's by the row sums)
     if empty is not None:
         e = empty.reshape(h.shape).to(h.device)
         mb = m if m.dtype == torch.bool else m != 0

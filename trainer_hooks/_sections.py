@@ -31,7 +31,7 @@ from trainer_hooks._unsupervised import (
     response_tokens_first,
     reward_agreement,
 )
-from trainer_hooks._zprime import assign_modes, log_zprime, modes_from_keys, sequence_keys
+from trainer_hooks._zprime import assign_modes, log_zprime_each, modes_from_keys, sequence_keys
 
 __all__ = ["SECTIONS", "Measurement", "StepContext", "StepPacker", "measure"]
 
@@ -187,13 +187,11 @@ def zprime_section(ctx: StepContext, pk: StepPacker) -> None:
     sequences = None
     if logprobs is not None and seq is not None:
         sequences = modes if inputs.answer_keys is None else modes_from_keys(seq, layout)
-    beta = ctx.zprime_beta
-    zr = log_zprime(adv, modes, layout, beta=beta, ref_logprobs=logprobs, sequences=sequences)
-    zu = (
-        zr
-        if used is adv
-        else log_zprime(used, modes, layout, beta=beta, ref_logprobs=logprobs, sequences=sequences)
+    both = (adv,) if used is adv else (adv, used)  # one batched pass for raw and used
+    zs = log_zprime_each(
+        both, modes, layout, beta=ctx.zprime_beta, ref_logprobs=logprobs, sequences=sequences
     )
+    zr, zu = zs[0], zs[-1]
     pk.add("q_n_modes", modes.n_modes)
     assert zu.queries is not None
     pk.add("zprime_queries", zu.queries)

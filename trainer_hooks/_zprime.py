@@ -43,6 +43,7 @@ __all__ = [
     "ZPrimeResult",
     "assign_modes",
     "log_zprime",
+    "log_zprime_each",
     "modes_from_keys",
     "sequence_keys",
     "zprime_lower_bound_normalized",
@@ -126,24 +127,33 @@ def modes_from_keys(keys: torch.Tensor, layout: GroupLayout) -> ModeAssignment:
     dev = layout.device
     h = keys.to(device=dev, dtype=torch.int64)
     groups = layout.index
-    o1 = torch.sort(h, stable=True).indices
-    o2 = torch.sort(groups.index_select(0, o1), stable=True).indices
-    order = o1.index_select(0, o2)  # sorted by (group, key), original order kept within ties
-    hs, gs = h.index_select(0, order), groups.index_select(0, order)
+    if layout.dense_shape is not None:
+        # groups are rows of [B, G]: one row-wise stable sort orders by (group, key), and the
+        # groups need no reordering (issue 21: one sort of B short rows instead of two of N)
+        b, g = layout.dense_shape
+        srt = torch.sort(h.reshape(b, g), dim=-1, stable=True)
+        order = srt.indices.reshape(-1) + groups * g
+        hs, gs = srt.values.reshape(-1), groups
+    else:
+        o1 = torch.sort(h, stable=True).indices
+        o2 = torch.sort(groups.index_select(0, o1), stable=True).indices
+        order = o1.index_select(0, o2)  # sorted by (group, key), original order kept within ties
+        hs, gs = h.index_select(0, order), groups.index_select(0, order)
     new = torch.ones(n, dtype=torch.bool, device=dev)
     new[1:] = (hs[1:] != hs[:-1]) | (gs[1:] != gs[:-1])
-    slot_sorted = torch.cumsum(new.to(torch.int64), 0) - 1
+    slot_sorted = torch.cumsum(new, 0) - 1
     mode_index = torch.empty(n, dtype=torch.int64, device=dev).scatter_(0, order, slot_sorted)
     mode_group = torch.zeros(n, dtype=torch.int64, device=dev).scatter_(0, slot_sorted, gs)
     first = torch.full((n,), n - 1, dtype=torch.int64, device=dev)
     first = first.scatter_reduce(0, slot_sorted, order, reduce="amin", include_self=True)
-    slot_used = segment_sum(new.to(torch.float32), slot_sorted, n)
+    # a group's modes are its sorted run starts (slots are numbered in (group, key) order)
+    n_modes = segment_sum(new.to(torch.float32), gs, layout.num_groups)
     return ModeAssignment(
         mode_index=mode_index,
         mode_group=mode_group,
         first_response=first,
         num_modes=n,
-        n_modes=segment_sum(slot_used, mode_group, layout.num_groups),
+        n_modes=n_modes,
     )
 
 
@@ -214,21 +224,35 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(small, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
-def _masked_quantile(
+def _segment_logsumexp_rows(values: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tensor:
+    """:func:`_segment_logsumexp` of every row of ``values`` ``[K, M]`` (same ``index``)."""
+    kk = int(values.shape[0])
+    mx = torch.full((kk, num), float("-inf"), dtype=values.dtype, device=values.device)
+    mx = mx.scatter_reduce(1, index.expand(kk, -1), values, reduce="amax", include_self=True)
+    safe = torch.where(torch.isfinite(mx), mx, torch.zeros((), dtype=mx.dtype, device=mx.device))
+    e = torch.exp(values - safe.index_select(1, index))
+    s = torch.zeros((kk, num), dtype=values.dtype, device=values.device).index_add_(1, index, e)
+    return torch.log(s) + safe
+
+
+def _masked_quantile_rows(
     x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, q: float
 ) -> torch.Tensor:
-    """:func:`quantile_linear` over the ``valid`` entries of ``x`` (``k`` of them, a device
-    count), without reading ``k`` back: NaN when there are none."""
-    n = int(x.shape[0])
-    srt = torch.sort(torch.where(valid, x, torch.full_like(x, float("inf")))).values
-    pos = q * (k - 1).clamp_min(0)
+    """:func:`quantile_linear` of the ``valid`` entries of every row of ``x`` ``[K, B]`` (``k``
+    of them, a device count), without reading ``k`` back: NaN when there are none. One sort of
+    all rows; the order statistics' positions are computed once."""
+    n = int(x.shape[1])
+    inf = torch.full((), float("inf"), dtype=x.dtype, device=x.device)
+    srt = torch.sort(torch.where(valid, x, inf)).values
+    last = (k - 1).clamp_min(0)
+    pos = q * last
     lo = pos.floor()
-    hi = torch.minimum(lo + 1, (k - 1).clamp_min(0))
-    lo_i = lo.to(torch.int64).clamp(0, n - 1)
-    hi_i = hi.to(torch.int64).clamp(0, n - 1)
-    a, b = srt.index_select(0, lo_i.reshape(1)), srt.index_select(0, hi_i.reshape(1))
-    out = (a + (b - a) * (pos - lo)).reshape(())
-    return torch.where(k > 0, out, torch.full_like(out, float("nan")))
+    hi = torch.minimum(lo + 1, last)
+    idx = torch.stack([lo, hi]).to(torch.int64).clamp(0, n - 1)
+    ab = srt.index_select(1, idx)  # [K, 2]: the order statistics below and above
+    a, b = ab[:, 0], ab[:, 1]
+    out = a + (b - a) * (pos - lo)
+    return torch.where(k > 0, out, torch.full((), float("nan"), dtype=x.dtype, device=x.device))
 
 
 @dataclass(frozen=True)
@@ -274,32 +298,65 @@ def log_zprime(
     tells distinct sampled responses apart: a mode's π is the sum over its distinct sequences.
     Without log-probs: Good–Turing, and groups of singletons have no Z' (NaN).
     """
+    (res,) = log_zprime_each(
+        (advantages,), modes, layout, beta=beta, ref_logprobs=ref_logprobs, sequences=sequences
+    )
+    return res
+
+
+def log_zprime_each(
+    advantages: Sequence[torch.Tensor],
+    modes: ModeAssignment,
+    layout: GroupLayout,
+    *,
+    beta: float,
+    ref_logprobs: torch.Tensor | None = None,
+    sequences: ModeAssignment | None = None,
+) -> tuple[ZPrimeResult, ...]:
+    """:func:`log_zprime` of several advantage tensors (the raw and the used ones) under the
+    same modes and π, in one batched pass: π, the unseen mass and which groups have a Z' do
+    not depend on the advantages and are computed once, and the rest runs on ``[K, ...]``
+    tensors (issue 21: a step's Z' section was ~60 small ops, each paying torch's per-op cost).
+    Advantages whose dtypes call for different working precisions are computed separately."""
     if not beta > 0:
         raise ConfigurationError(f"beta must be > 0 for Z'(q), got {beta!r}")
     # float64 when the advantages are float64, else float32 (float64 transcendental functions
     # are two orders of magnitude slower on CPU builds of torch)
-    dt = torch.float64 if advantages.dtype == torch.float64 else torch.float32
-    adv = layout.flatten(advantages, "advantages").detach().to(dt)
+    dts = [torch.float64 if a.dtype == torch.float64 else torch.float32 for a in advantages]
+    if len(set(dts)) > 1:
+        return tuple(
+            r
+            for a in advantages
+            for r in log_zprime_each(
+                (a,), modes, layout, beta=beta, ref_logprobs=ref_logprobs, sequences=sequences
+            )
+        )
+    dt = dts[0]
+    adv = torch.stack([layout.flatten(a, "advantages").detach().to(dt) for a in advantages])
+    kk, n = int(adv.shape[0]), int(adv.shape[1])
+    dev = adv.device
     b, m = layout.num_groups, modes.num_modes
     mg = modes.mode_group
-    counts = segment_sum(torch.ones_like(adv), modes.mode_index, m)  # N_j
-    adv_sum = segment_sum(adv, modes.mode_index, m)  # N_j·A_j
+    ones = torch.ones(n, dtype=dt, device=dev)
+    counts = segment_sum(ones, modes.mode_index, m)  # N_j
+    adv_sum = torch.zeros((kk, m), dtype=dt, device=dev).index_add_(1, modes.mode_index, adv)
     g_of_mode = layout.sizes.to(dt).index_select(0, mg)
-    exponent = adv_sum / (beta * g_of_mode)
+    beta_g = beta * g_of_mode  # βG per mode slot
+    exponent = adv_sum / beta_g  # N_j·A_j/(βG)
     ninf = float("-inf")
     if ref_logprobs is not None:
-        lp = layout.flatten(ref_logprobs, "ref_logprobs").detach().to(device=adv.device, dtype=dt)
+        lp = layout.flatten(ref_logprobs, "ref_logprobs").detach().to(device=dev, dtype=dt)
         if sequences is None:
             log_pi = lp.index_select(0, modes.first_response)
         else:  # π(mode) = Σ π over the mode's distinct sampled sequences
-            seq_count = segment_sum(torch.ones_like(adv), sequences.mode_index, sequences.num_modes)
+            seq_count = segment_sum(ones, sequences.mode_index, sequences.num_modes)
             first = sequences.first_response
             log_pi_seq = torch.where(seq_count > 0, lp.index_select(0, first), ninf)
             log_pi = _segment_logsumexp(log_pi_seq, modes.mode_index.index_select(0, first), m)
         log_pi = torch.where(counts > 0, log_pi, torch.full_like(log_pi, ninf))
         log_seen = _segment_logsumexp(log_pi, mg, b)
         log_unseen = _log1mexp(log_seen)
-        valid = torch.ones(b, dtype=torch.bool, device=adv.device)
+        valid = torch.ones(b, dtype=torch.bool, device=dev)
     else:
         g = layout.sizes.to(dt)
         n1 = segment_sum((counts == 1).to(dt), mg, b)
@@ -307,23 +364,32 @@ def log_zprime(
         log_pi = torch.log(counts / g_of_mode) + torch.log1p(-m_hat).index_select(0, mg)
         log_unseen = torch.log(m_hat)
         valid = n1 < g  # all singletons: no information, no Z' (science.md §7)
-    terms = torch.cat([log_pi + exponent, log_unseen])
-    seg = torch.cat([mg, torch.arange(b, device=mg.device)])
-    nan = torch.full((b,), float("nan"), dtype=dt, device=adv.device)
-    lz = torch.where(valid, _segment_logsumexp(terms, seg, b), nan)
-    bound = 1.0 + segment_sum(adv_sum * torch.exp(log_pi) / (beta * g_of_mode), mg, b)
+    terms = torch.cat([log_pi + exponent, log_unseen.expand(kk, b)], dim=1)
+    seg = torch.cat([mg, torch.arange(b, device=dev)])
+    nan = torch.full((), float("nan"), dtype=dt, device=dev)
+    lz = torch.where(valid, _segment_logsumexp_rows(terms, seg, b), nan)  # [K, B]
+    bound_terms = adv_sum * torch.exp(log_pi) / beta_g
+    bound = 1.0 + torch.zeros((kk, b), dtype=dt, device=dev).index_add_(1, mg, bound_terms)
     k = valid.to(dt).sum()
     tol = LOG_ZPRIME_GT1_TOL if dt == torch.float64 else LOG_ZPRIME_GT1_TOL_FP32
-    return ZPrimeResult(
-        log_zprime=lz,
-        suppression=torch.exp(-lz),
-        lower_bound=torch.where(valid, bound, nan),
-        mean=torch.where(valid, lz, torch.zeros_like(lz)).sum() / k,
-        p90=_masked_quantile(lz, valid, k, 0.9),
-        gt1_frac=((lz > tol) & valid).to(dt).sum() / k,
-        beta=beta,
-        queries=k,
-        exact_support=ref_logprobs is not None,
+    mean = torch.where(valid, lz, torch.zeros((), dtype=dt, device=dev)).sum(dim=-1) / k
+    p90 = _masked_quantile_rows(lz, valid, k, 0.9)
+    gt1 = ((lz > tol) & valid).to(dt).sum(dim=-1) / k
+    suppression = torch.exp(-lz)
+    lower = torch.where(valid, bound, nan)
+    return tuple(
+        ZPrimeResult(
+            log_zprime=lz[i],
+            suppression=suppression[i],
+            lower_bound=lower[i],
+            mean=mean[i],
+            p90=p90[i],
+            gt1_frac=gt1[i],
+            beta=beta,
+            queries=k,
+            exact_support=ref_logprobs is not None,
+        )
+        for i in range(kk)
     )
 
 

@@ -16,30 +16,44 @@ from trainer_hooks._zprime import assign_modes
 
 
 def _reference_row_sums(h: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The formula before issue 21's buffers: per block, m.sum and mul(h, m).sum."""
-    rows = max(1, entropy_mod._CPU_BLOCK_ELEMENTS // h.shape[-1])
-    tok = torch.cat([m[s : s + rows].sum(dim=-1) for s in range(0, h.shape[0], rows)])
-    ent = torch.cat(
-        [
-            torch.mul(h[s : s + rows], m[s : s + rows]).sum(dim=-1)
-            for s in range(0, h.shape[0], rows)
-        ]
-    )
-    return tok.to(h.dtype), ent
+    """Float64 selection: per row, the number of selected tokens and the sum of their ``h``."""
+    sel = m != 0
+    h64 = h.to(torch.float64)
+    return sel.sum(dim=-1).to(torch.float64), torch.where(sel, h64, 0.0).sum(dim=-1)
 
 
-@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])
-def test_buffered_row_sums_are_bit_identical(
-    mask_dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("rows", [23, 24, 1])
+@pytest.mark.parametrize(
+    "mask_dtype", [torch.bool, torch.float32, torch.int64, torch.float64, torch.uint8]
+)
+def test_row_sums_match_float64(
+    mask_dtype: torch.dtype, rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(entropy_mod, "_CPU_BLOCK_ELEMENTS", 4 * 37)  # 4 rows a block, a ragged tail
+    """Pairs of rows through one batched matrix product, masks of other dtypes in blocks of a
+    reused buffer (4 rows a block here, a ragged tail, an odd row out): the float64 sums."""
+    monkeypatch.setattr(entropy_mod, "_CPU_BLOCK_ELEMENTS", 4 * 37)
     gen = torch.Generator().manual_seed(3)
-    h = torch.rand(23, 37, generator=gen) * 5
-    m = torch.rand(23, 37, generator=gen) < 0.7
+    h = torch.rand(rows, 37, generator=gen) * 5
+    m = torch.rand(rows, 37, generator=gen) < 0.7
     tok, ent = _masked_row_sums(h, m.to(mask_dtype))
-    ref_tok, ref_ent = _reference_row_sums(h, m.to(h.dtype))
-    assert torch.equal(tok, ref_tok)
-    assert torch.equal(ent, ref_ent)
+    ref_tok, ref_ent = _reference_row_sums(h, m)
+    assert tok.dtype == ent.dtype == torch.float32
+    assert torch.equal(tok.to(torch.float64), ref_tok)
+    torch.testing.assert_close(ent.to(torch.float64), ref_ent, rtol=1e-6, atol=1e-5)
+
+
+def test_row_sums_stay_accurate_over_long_rows() -> None:
+    """T = 2^17 tokens of ~1000 (sums ~1e8, where fp32's spacing is 8): a one-accumulator fp32
+    sum may drift by T·ε relative (~1e-2); the row sums stay within a few 1e-7 of float64."""
+    gen = torch.Generator().manual_seed(5)
+    t = 1 << 17
+    h = 1000 + torch.rand(5, t, generator=gen) * 10
+    m = torch.rand(5, t, generator=gen) < 0.9
+    for mask in (m, m.to(torch.float32)):
+        tok, ent = _masked_row_sums(h, mask)
+        ref_tok, ref_ent = _reference_row_sums(h, m)
+        assert torch.equal(tok.to(torch.float64), ref_tok)
+        assert ((ent.to(torch.float64) - ref_ent).abs() / ref_ent).max().item() < 2e-6
 
 
 def test_buffered_row_sums_still_select_garbage_out(monkeypatch: pytest.MonkeyPatch) -> None:
