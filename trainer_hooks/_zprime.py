@@ -26,9 +26,9 @@ device, and nothing reads a tensor back into Python.
 
 from __future__ import annotations
 
-import array
 import functools
 import math
+import struct
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -63,7 +63,9 @@ class ModeAssignment:
     to are empty (count 0) and contribute nothing, so the number of modes never has to be read
     back from a tensor. ``mode_index`` ``[N]``: mode slot of each response; ``mode_group``
     ``[N]``: group of each slot; ``first_response`` ``[N]``: first response of each slot;
-    ``n_modes`` ``[B]`` (device): number of distinct modes per group.
+    ``n_modes`` ``[B]`` (device): number of distinct modes per group. ``dense_shape``
+    ``(B, G)`` when the slots are laid out like a dense layout's responses (slot ``s`` belongs
+    to group ``s // G``), so per-group reductions over slots can be row reductions.
     """
 
     mode_index: torch.Tensor
@@ -71,6 +73,7 @@ class ModeAssignment:
     first_response: torch.Tensor
     num_modes: int
     n_modes: torch.Tensor
+    dense_shape: tuple[int, int] | None = None
 
 
 _P1 = 2_147_483_647  # 2^31 − 1
@@ -128,17 +131,31 @@ def modes_from_keys(keys: torch.Tensor, layout: GroupLayout) -> ModeAssignment:
     h = keys.to(device=dev, dtype=torch.int64)
     groups = layout.index
     if layout.dense_shape is not None:
-        # groups are rows of [B, G]: one row-wise stable sort orders by (group, key), and the
-        # groups need no reordering (issue 21: one sort of B short rows instead of two of N)
+        # groups are rows of [B, G]: one row-wise stable sort orders each group by key, and
+        # group b's modes take slots b·G + (rank of the mode's key in the group) (issue 21: a
+        # sort of B short rows instead of two of N, and row reductions over the slots)
         b, g = layout.dense_shape
         srt = torch.sort(h.reshape(b, g), dim=-1, stable=True)
-        order = srt.indices.reshape(-1) + groups * g
-        hs, gs = srt.values.reshape(-1), groups
-    else:
-        o1 = torch.sort(h, stable=True).indices
-        o2 = torch.sort(groups.index_select(0, o1), stable=True).indices
-        order = o1.index_select(0, o2)  # sorted by (group, key), original order kept within ties
-        hs, gs = h.index_select(0, order), groups.index_select(0, order)
+        new_rows = torch.ones((b, g), dtype=torch.bool, device=dev)
+        new_rows[:, 1:] = srt.values[:, 1:] != srt.values[:, :-1]
+        rank = torch.cumsum(new_rows, dim=-1) - 1  # [B, G] in sorted order
+        base = (groups * g).reshape(b, g)
+        mode_index = torch.empty((b, g), dtype=torch.int64, device=dev)
+        mode_index.scatter_(-1, srt.indices, rank + base)
+        first = torch.full((b, g), g - 1, dtype=torch.int64, device=dev)
+        first = first.scatter_reduce(-1, rank, srt.indices, reduce="amin", include_self=True)
+        return ModeAssignment(
+            mode_index=mode_index.reshape(-1),
+            mode_group=groups,
+            first_response=(first + base).reshape(-1),
+            num_modes=n,
+            n_modes=new_rows.sum(dim=-1, dtype=torch.float32),
+            dense_shape=(b, g),
+        )
+    o1 = torch.sort(h, stable=True).indices
+    o2 = torch.sort(groups.index_select(0, o1), stable=True).indices
+    order = o1.index_select(0, o2)  # sorted by (group, key), original order kept within ties
+    hs, gs = h.index_select(0, order), groups.index_select(0, order)
     new = torch.ones(n, dtype=torch.bool, device=dev)
     new[1:] = (hs[1:] != hs[:-1]) | (gs[1:] != gs[:-1])
     slot_sorted = torch.cumsum(new, 0) - 1
@@ -146,15 +163,19 @@ def modes_from_keys(keys: torch.Tensor, layout: GroupLayout) -> ModeAssignment:
     mode_group = torch.zeros(n, dtype=torch.int64, device=dev).scatter_(0, slot_sorted, gs)
     first = torch.full((n,), n - 1, dtype=torch.int64, device=dev)
     first = first.scatter_reduce(0, slot_sorted, order, reduce="amin", include_self=True)
-    # a group's modes are its sorted run starts (slots are numbered in (group, key) order)
-    n_modes = segment_sum(new.to(torch.float32), gs, layout.num_groups)
+    slot_used = segment_sum(new.to(torch.float32), slot_sorted, n)
     return ModeAssignment(
         mode_index=mode_index,
         mode_group=mode_group,
         first_response=first,
         num_modes=n,
-        n_modes=n_modes,
+        n_modes=segment_sum(slot_used, mode_group, layout.num_groups),
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _int64_packer(n: int) -> struct.Struct:
+    return struct.Struct(f"={n}q")
 
 
 def assign_modes(
@@ -178,13 +199,20 @@ def assign_modes(
     # re-keyed in a second pass over those alone.
     host = list(map(hash, answer_keys))
     none: list[bool] | None = None
-    if None in answer_keys:
+    # comparing the hashes (ints) with None's first is half the cost of ``None in answer_keys``
+    # (a string compared with None goes through both types' comparisons); a key that merely
+    # hashes like None fails the exact test after it
+    if hash(None) in host and None in answer_keys:
         none = [k is None for k in answer_keys]
         for i, missing in enumerate(none):
             if missing:
                 host[i] = hash((_NO_KEY_SALT, i))
-    # through a C array: torch.tensor over a list of Python ints costs twice as much
-    packed = torch.frombuffer(array.array("q", host), dtype=torch.int64)
+    # packed into bytes in one C call: torch.tensor over a list of Python ints costs 6x as
+    # much, array.array 1.5x (issue 21)
+    packer = _int64_packer(n)
+    buf = bytearray(packer.size)
+    packer.pack_into(buf, 0, *host)
+    packed = torch.frombuffer(buf, dtype=torch.int64)
     keys = host_to_device(packed, torch.int64, layout.device)
     if sequence_keys is not None and none is not None:
         is_none = host_to_device(torch.tensor(none), torch.bool, layout.device)
@@ -337,6 +365,8 @@ def log_zprime_each(
     dev = adv.device
     b, m = layout.num_groups, modes.num_modes
     mg = modes.mode_group
+    # slots laid out [B, G]: per-group reductions over slots are row reductions of a view
+    rows = modes.dense_shape if modes.dense_shape is not None and m == n else None
     ones = torch.ones(n, dtype=dt, device=dev)
     counts = segment_sum(ones, modes.mode_index, m)  # N_j
     adv_sum = torch.zeros((kk, m), dtype=dt, device=dev).index_add_(1, modes.mode_index, adv)
@@ -354,22 +384,35 @@ def log_zprime_each(
             log_pi_seq = torch.where(seq_count > 0, lp.index_select(0, first), ninf)
             log_pi = _segment_logsumexp(log_pi_seq, modes.mode_index.index_select(0, first), m)
         log_pi = torch.where(counts > 0, log_pi, torch.full_like(log_pi, ninf))
-        log_seen = _segment_logsumexp(log_pi, mg, b)
+        log_seen = (
+            _segment_logsumexp(log_pi, mg, b)
+            if rows is None
+            else torch.logsumexp(log_pi.reshape(rows), dim=-1)
+        )
         log_unseen = _log1mexp(log_seen)
         valid = torch.ones(b, dtype=torch.bool, device=dev)
     else:
         g = layout.sizes.to(dt)
-        n1 = segment_sum((counts == 1).to(dt), mg, b)
+        single = (counts == 1).to(dt)
+        n1 = segment_sum(single, mg, b) if rows is None else single.reshape(rows).sum(dim=-1)
         m_hat = n1 / g  # Good–Turing unseen mass
         log_pi = torch.log(counts / g_of_mode) + torch.log1p(-m_hat).index_select(0, mg)
         log_unseen = torch.log(m_hat)
         valid = n1 < g  # all singletons: no information, no Z' (science.md §7)
-    terms = torch.cat([log_pi + exponent, log_unseen.expand(kk, b)], dim=1)
-    seg = torch.cat([mg, torch.arange(b, device=dev)])
-    nan = torch.full((), float("nan"), dtype=dt, device=dev)
-    lz = torch.where(valid, _segment_logsumexp_rows(terms, seg, b), nan)  # [K, B]
     bound_terms = adv_sum * torch.exp(log_pi) / beta_g
-    bound = 1.0 + torch.zeros((kk, b), dtype=dt, device=dev).index_add_(1, mg, bound_terms)
+    if rows is None:
+        terms = torch.cat([log_pi + exponent, log_unseen.expand(kk, b)], dim=1)
+        seg = torch.cat([mg, torch.arange(b, device=dev)])
+        lse = _segment_logsumexp_rows(terms, seg, b)
+        bound_sum = torch.zeros((kk, b), dtype=dt, device=dev).index_add_(1, mg, bound_terms)
+    else:
+        seen = (log_pi + exponent).reshape(kk, *rows)
+        unseen = log_unseen.reshape(1, b, 1).expand(kk, b, 1)
+        lse = torch.logsumexp(torch.cat([seen, unseen], dim=-1), dim=-1)
+        bound_sum = bound_terms.reshape(kk, *rows).sum(dim=-1)
+    nan = torch.full((), float("nan"), dtype=dt, device=dev)
+    lz = torch.where(valid, lse, nan)  # [K, B]
+    bound = 1.0 + bound_sum
     k = valid.to(dt).sum()
     tol = LOG_ZPRIME_GT1_TOL if dt == torch.float64 else LOG_ZPRIME_GT1_TOL_FP32
     mean = torch.where(valid, lz, torch.zeros((), dtype=dt, device=dev)).sum(dim=-1) / k

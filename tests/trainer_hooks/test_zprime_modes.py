@@ -180,3 +180,96 @@ def test_zprime_pressure_fires_in_every_mode(mode: str) -> None:
     assert res.metrics["zprime_raw_gt1_frac"] == 1.0
     ev = evaluate(DetectorConfig(), 4, records, DetectorState())
     assert ev.result("zprime_pressure").status is RuleStatus.FIRING
+
+
+def _partition(mode_index: list[int], b: int, g: int) -> list[list[frozenset[int]]]:
+    """Each group's responses grouped by mode slot (what a mode assignment means)."""
+    out = []
+    for q in range(b):
+        slots: dict[int, set[int]] = {}
+        for i in range(q * g, (q + 1) * g):
+            slots.setdefault(mode_index[i], set()).add(i)
+        out.append(sorted(frozenset(s) for s in slots.values()))  # type: ignore[type-var]
+    return out
+
+
+@pytest.mark.parametrize("with_logprobs", [False, True])
+def test_dense_and_flat_layouts_give_the_same_modes_and_zprime(with_logprobs: bool) -> None:
+    """A dense layout's modes (one row-wise sort, slots b·G + rank, row reductions in log Z')
+    and the same batch as a flat layout (two sorts over N, segment reductions) agree: the same
+    partition into modes, first responses, mode counts and log Z' against a float64 sum."""
+    gen = torch.Generator().manual_seed(11)
+    b, g = 9, 6
+    raw = torch.randint(0, 4, (b, g), generator=gen)
+    raw[0] = torch.arange(g)  # all singletons
+    raw[1] = 2  # one mode
+    keys = [f"k{int(k)}" for k in raw.reshape(-1)]
+    adv = torch.randn(b, g, generator=gen, dtype=torch.float64)
+    pi = torch.rand(b, g, generator=gen, dtype=torch.float64) / g  # Σ π over a group < 1
+    lp = pi.log() if with_logprobs else None
+    dense = make_layout(adv)
+    flat = make_layout(adv.reshape(-1), [q for q in range(b) for _ in range(g)])
+    md, mf = assign_modes(keys, dense), assign_modes(keys, flat)
+    assert md.dense_shape == (b, g)
+    assert mf.dense_shape is None
+    assert _partition(md.mode_index.tolist(), b, g) == _partition(mf.mode_index.tolist(), b, g)
+    assert torch.equal(md.n_modes, mf.n_modes)
+    for modes in (md, mf):  # a used slot's first response is its mode's first response
+        slot_first = modes.first_response.tolist()
+        for i, s in enumerate(modes.mode_index.tolist()):
+            same = [j for j in range(b * g) if modes.mode_index[j] == s]
+            assert slot_first[s] == min(same)
+            assert keys[i] == keys[min(same)]
+    flat_lp = None if lp is None else lp.reshape(-1)
+    zd = log_zprime(adv, md, dense, beta=BETA, ref_logprobs=lp)
+    zf = log_zprime(adv.reshape(-1), mf, flat, beta=BETA, ref_logprobs=flat_lp)
+    want = []
+    for q in range(b):
+        by_key: dict[str, list[int]] = {}
+        for j in range(g):
+            by_key.setdefault(keys[q * g + j], []).append(q * g + j)
+        a = adv.reshape(-1).tolist()
+        if lp is None:
+            n1 = sum(len(r) == 1 for r in by_key.values())
+            if n1 == g:
+                want.append(math.nan)
+                continue
+            m_hat = n1 / g
+            pis = [len(r) / g * (1 - m_hat) for r in by_key.values()]
+            unseen = m_hat
+        else:
+            pis = [math.exp(lp.reshape(-1)[r[0]].item()) for r in by_key.values()]
+            unseen = 1.0 - sum(pis)
+        z = unseen + sum(
+            pi * math.exp(sum(a[i] for i in r) / (BETA * g))
+            for pi, r in zip(pis, by_key.values(), strict=True)
+        )
+        want.append(math.log(z))
+    for z in (zd, zf):
+        assert z.log_zprime.tolist() == pytest.approx(want, rel=1e-12, abs=1e-12, nan_ok=True)
+
+
+def test_raw_and_used_zprime_in_one_pass_match_separate_calls() -> None:
+    """``log_zprime_each`` (the step's batched raw + used pass) gives each tensor's
+    ``log_zprime``; advantages of different precisions are computed apart, each in its own."""
+    from trainer_hooks._zprime import log_zprime_each
+
+    gen = torch.Generator().manual_seed(4)
+    raw = torch.randn(16, 8, generator=gen)
+    used = raw * 1.7 + 0.1
+    keys = [f"k{int(k)}" for k in torch.randint(0, 3, (128,), generator=gen)]
+    layout = make_layout(raw)
+    modes = assign_modes(keys, layout)
+    for lp in (None, -torch.rand(16, 8, generator=gen) * 4):
+        for pair in ((raw, used), (raw.double(), used)):
+            both = log_zprime_each(pair, modes, layout, beta=BETA, ref_logprobs=lp)
+            for got, a in zip(both, pair, strict=True):
+                one = log_zprime(a, modes, layout, beta=BETA, ref_logprobs=lp)
+                assert got.log_zprime.dtype == one.log_zprime.dtype
+                for f in ("log_zprime", "suppression", "lower_bound", "mean", "p90", "gt1_frac"):
+                    torch.testing.assert_close(
+                        getattr(got, f), getattr(one, f), rtol=1e-6, atol=1e-6, equal_nan=True
+                    )
+                assert got.queries is not None
+                assert one.queries is not None
+                assert got.queries.item() == one.queries.item()
