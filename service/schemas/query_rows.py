@@ -110,6 +110,10 @@ class QueryRows(Sequence[QueryTuple]):
         null; ``array('d')`` of floats, NaN for null: validated floats are finite)."""
         return tuple(zip(self._columns, self._nulls, strict=True))
 
+    def columns(self) -> list[Iterable[Any]]:
+        """Every field's values in ``QUERY_ROW_FIELDS`` order, nulls restored (lazily)."""
+        return self._readers()
+
     def _readers(self) -> list[Iterable[Any]]:
         """The columns in row order, nulls restored (lazily)."""
         return [

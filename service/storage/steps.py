@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, repeat
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -145,7 +146,9 @@ _INSERT_QUERY_ROWS = (
     f"INSERT INTO {_QUERY_TABLE.name} ({', '.join(_QUERY_INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_QUERY_INSERT_COLUMNS))})"
 )
-_COPY_QUERY_ROWS = f"COPY {_QUERY_TABLE.name} ({', '.join(_QUERY_INSERT_COLUMNS)}) FROM STDIN"
+_COPY_QUERY_ROWS = (
+    f"COPY {_QUERY_TABLE.name} ({', '.join(_QUERY_INSERT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+)
 
 
 _INSERT_CHUNK = 4096  # rows materialised at a time (a 32 MB batch holds ~150k of them)
@@ -153,8 +156,9 @@ _INSERT_CHUNK = 4096  # rows materialised at a time (a 32 MB batch holds ~150k o
 
 def _query_tuples(run_id: int, fresh: Sequence[StepIn]) -> Iterator[tuple[Any, ...]]:
     for record in fresh:
-        # A row is a tuple of QUERY_ROW_FIELDS in order (schemas.query_rows.QueryTuple).
-        yield from map((run_id, record.step).__add__, record.queries)
+        # A row is a tuple of QUERY_ROW_FIELDS in order (schemas.query_rows.QueryTuple), zipped
+        # straight from the packed columns.
+        yield from zip(repeat(run_id), repeat(record.step), *record.queries.columns())
 
 
 def _insert_query_rows(session: Session, run_id: int, fresh: Sequence[StepIn]) -> int:
@@ -185,20 +189,23 @@ def _insert_query_rows(session: Session, run_id: int, fresh: Sequence[StepIn]) -
 
 def _copy_rows(connection: Connection, run_id: int, fresh: Sequence[StepIn]) -> int:
     """COPY the per-query rows of ``fresh`` into ``query_stats`` (psycopg 3), inside the
-    session's transaction, as text built column by column from the packed arrays (``Copy.
-    write_row`` per row was a quarter of a batched request's time; issue 21). Driver errors come
-    out as SQLAlchemy's (IntegrityError, OperationalError, ...) like any statement."""
+    session's transaction, in COPY's binary format built from the packed arrays (``Copy.
+    write_row`` per row was a quarter of a batched request's time, issue 21; binary needs no
+    text formatting of floats, which are stored bit for bit). Driver errors come out as
+    SQLAlchemy's (IntegrityError, OperationalError, ...) like any statement."""
     import psycopg
 
     driver_connection: Any = connection.connection.driver_connection
     stored = 0
     try:
         with driver_connection.cursor() as cursor, cursor.copy(_COPY_QUERY_ROWS) as copy:
+            copy.write(_BINARY_SIGNATURE)
             for record in fresh:
                 count = len(record.queries)
                 for start in range(0, count, _INSERT_CHUNK):
-                    copy.write(_copy_text(run_id, record, start, start + _INSERT_CHUNK))
+                    copy.write(_binary_rows(run_id, record, start, start + _INSERT_CHUNK))
                 stored += count
+            copy.write(_BINARY_TRAILER)
     except psycopg.Error as exc:
         raise DBAPIError.instance(
             _COPY_QUERY_ROWS, None, exc, psycopg.Error, dialect=connection.dialect
@@ -206,32 +213,51 @@ def _copy_rows(connection: Connection, run_id: int, fresh: Sequence[StepIn]) -> 
     return stored
 
 
-# COPY's text format: a tab between columns, a newline after each row, \N for null; the
-# delimiter, newlines and backslash itself escaped in values (only ids can hold them).
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_COPY_NULL = "\\N"
+# COPY's binary format (PostgreSQL's COPY documentation): a signature, flags and header
+# extension length, then per row the field count and per field its byte length (-1: null) and
+# its value in network order, then -1 as the trailer. The row's types: run_id and step int4,
+# query_id text (UTF-8), the counts int4, the measurements float8 (a test checks them against
+# the table).
+_BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_BINARY_TRAILER = struct.pack(">h", -1)
+_BINARY_ROW_START = struct.Struct(">hiiii")  # field count, run_id, step (with their lengths)
+_INT4 = struct.Struct(">i")
+_NULL_FIELD = _INT4.pack(-1)
+_FIELD_FORMAT = {"l": "ii", "d": "id"}  # a count as int4, a float as float8, after its length
+_FIELD_LENGTH = {"l": 4, "d": 8}
 
 
-def _copy_text(run_id: int, record: StepIn, start: int, stop: int) -> str:
-    """Rows ``start:stop`` of ``record`` in COPY's text format. Floats are written as ``repr``
-    (the shortest text that reads back as the same double; PostgreSQL's float8 input is
-    correctly rounded), so stored values equal the sent ones bit for bit."""
-    texts: list[Iterable[str]] = []
-    for column, null in record.queries.packed():
-        part = column[start:stop]
-        if not isinstance(part, array):  # the ids
-            joined = "".join(part)
-            if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
-                part = [query_id.translate(_COPY_ESCAPES) for query_id in part]
-            texts.append(part)
-        elif part.typecode == "d":  # NaN stands for null
-            values = map(repr, part)
-            texts.append([_COPY_NULL if v == "nan" else v for v in values] if null else values)
+def _binary_rows(run_id: int, record: StepIn, start: int, stop: int) -> bytes:
+    """Rows ``start:stop`` of ``record`` in COPY's binary format: the fields of each run of
+    columns without a null are packed by one ``struct`` call per row; a column holding nulls
+    (NaN or -1 in its array) is written field by field."""
+    (ids, _), *columns = record.queries.packed()
+    prefix = _BINARY_ROW_START.pack(len(_QUERY_INSERT_COLUMNS), 4, run_id, 4, record.step)
+    encoded = [query_id.encode() for query_id in ids[start:stop]]
+    parts: list[Iterable[bytes]] = [
+        [prefix + _INT4.pack(len(query_id)) + query_id for query_id in encoded]
+    ]
+    layout = ">"
+    values: list[Iterable[Any]] = []
+    for column, null in columns:
+        part = cast("array[Any]", column[start:stop])
+        code = part.typecode
+        if not null:
+            layout += _FIELD_FORMAT[code]
+            values += (repeat(_FIELD_LENGTH[code]), part)
+            continue
+        if values:
+            parts.append(map(struct.Struct(layout).pack, *values))
+            layout, values = ">", []
+        field = struct.Struct(">" + _FIELD_FORMAT[code]).pack
+        length = _FIELD_LENGTH[code]
+        if code == "d":  # NaN stands for null
+            parts.append([_NULL_FIELD if v != v else field(length, v) for v in part])
         else:  # -1 stands for null
-            values = map(str, part)
-            texts.append([_COPY_NULL if v == "-1" else v for v in values] if null else values)
-    prefix = f"{run_id}\t{record.step}\t"
-    return prefix + ("\n" + prefix).join(map("\t".join, zip(*texts, strict=True))) + "\n"
+            parts.append([_NULL_FIELD if v == -1 else field(length, v) for v in part])
+    if values:
+        parts.append(map(struct.Struct(layout).pack, *values))
+    return b"".join(map(b"".join, zip(*parts, strict=True)))
 
 
 def _step_row(run_id: int, record: StepIn, content_hash: str, now: Any) -> dict[str, Any]:

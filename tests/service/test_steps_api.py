@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.models import QueryStat, Step
+from service.wire.query import QUERY_FIELDS, QUERY_ROW_FIELDS
 from tests.service._helpers import as_columns, run_body, step_record
 
 
@@ -522,3 +523,33 @@ def test_ids_with_copy_delimiters_are_stored_as_sent(
     with session_factory() as session:
         stored = session.scalars(select(QueryStat.query_id).order_by(QueryStat.id)).all()
     assert list(stored) == ids
+
+
+@pytest.mark.postgres
+def test_the_binary_copy_layout_matches_the_table(postgres_database_url: str) -> None:
+    """PostgreSQL's binary COPY reads each field as the column's exact type: the layout
+    (service.storage.steps._binary_rows) must follow the migrated table's types."""
+    from sqlalchemy import text
+
+    from service.db.engine import make_engine
+    from service.storage import steps as storage_steps
+
+    engine = make_engine(postgres_database_url)
+    with engine.connect() as connection:
+        types = dict(
+            connection.execute(
+                text(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_name = 'query_stats' AND table_schema = current_schema()"
+                )
+            ).all()
+        )
+    engine.dispose()
+    expected = {"run_id": "integer", "step": "integer", "query_id": "character varying"}
+    expected |= {
+        name: "integer" if field.type is int else "double precision"
+        for name, field in zip(QUERY_ROW_FIELDS[3:], QUERY_FIELDS, strict=True)
+    }
+    expected |= {"group_size": "integer", "successes": "integer"}
+    assert {name: types[name] for name in storage_steps._QUERY_INSERT_COLUMNS} == expected
+    assert storage_steps._FIELD_FORMAT == {"l": "ii", "d": "id"}
