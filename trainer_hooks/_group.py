@@ -112,12 +112,12 @@ def group_stats(
     # an fp32 ratio such as 3/10 = 0.30000001 crosses a 0.3 line it does not reach)
     r = r.to(torch.float64)
     sizes = layout.sizes.to(torch.float64)
-    successes = segment_sum(success.to(torch.float64), idx, b)
+    successes = layout.group_sum(success.to(torch.float64))
     p_hat = successes / sizes
     all_fail = successes == 0
     all_pass = successes == sizes
-    mean = segment_sum(r, idx, b) / sizes
-    reward_var = segment_sum((r - mean.index_select(0, idx)) ** 2, idx, b) / sizes
+    mean = layout.group_sum(r) / sizes
+    reward_var = layout.group_sum((r - mean.index_select(0, idx)) ** 2) / sizes
     success_rate = p_hat.mean()
     expected = success_rate * (1.0 - success_rate) * (sizes - 1.0) / sizes
     return GroupStats(

@@ -17,7 +17,7 @@ import torch
 
 from trainer_hooks._errors import ConfigurationError
 from trainer_hooks._group import group_stats
-from trainer_hooks._layout import GroupLayout, make_layout, segment_sum
+from trainer_hooks._layout import GroupLayout, make_layout
 
 __all__ = ["S_PLUS_MODES", "iac_calibrate", "iac_factor"]
 
@@ -73,7 +73,7 @@ def iac_calibrate(
     work = flat if flat.is_floating_point() else flat.to(torch.float32)
     positive = work > 0
     if mode == "advantage":  # Algorithm 1: S⁺ = {s : A_s > 0}
-        count = segment_sum(positive.to(torch.float64), layout.index, layout.num_groups)
+        count = layout.group_sum(positive.to(torch.float64))
     elif successes is not None:
         count = successes
     else:

@@ -14,7 +14,7 @@ import torch
 
 from trainer_hooks._errors import ConfigurationError, ShapeError
 from trainer_hooks._group import reward_success
-from trainer_hooks._layout import GroupLayout, segment_sum
+from trainer_hooks._layout import GroupLayout
 
 __all__ = [
     "ModelCollapseTracker",
@@ -69,7 +69,7 @@ def reward_agreement(
     agree = agreed.to(torch.float64)
     p = p.to(torch.float64)
     o = o.to(torch.float64)
-    per_query = segment_sum(agree, idx, b) / layout.sizes.to(torch.float64)
+    per_query = layout.group_sum(agree) / layout.sizes.to(torch.float64)
     best = torch.full((b,), float("-inf"), dtype=torch.float64, device=p.device)
     best = best.scatter_reduce(0, idx, p, reduce="amax", include_self=True)
     is_best = p == best.index_select(0, idx)
