@@ -11,7 +11,9 @@ per request, the workload of ``bench_peers``; ``--batch`` steps per request), so
 same load. Each step's queries are sent in ``--shape`` (rows or columns; by default the shape
 the trainer client sends), except to a tree that does not take columns (rows). Reported: the
 median and p90 of the request latency (client send → response) per tree and backend, steps/s =
-batch · 1000 / median, query rows/s = steps/s · queries, and after/before.
+batch · 1000 / median, query rows/s = steps/s · queries, after/before, and the service process's
+CPU time per request over the run (user + system, from ``/proc``; the database server's is not
+in it), which a loaded machine disturbs far less than the latency.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ sys.path.insert(0, str(HERE))
 
 import _workload  # noqa: E402
 from bench_peers import (  # noqa: E402
+    SERVER_PIDS,
     accepts_columns,
     client_shape,
+    cpu_seconds,
     load_average,
     scratch_postgres,
     sharpwatch_server,
@@ -75,9 +79,10 @@ def main() -> None:
     headers = {"content-type": "application/json"}
     print(
         "| backend | tree | queries as | requests | median ms | p90 ms "
-        "| steps/s (batch · 1000 / median) | query rows/s | after / before | load 1/5/15 |"
+        "| steps/s (batch · 1000 / median) | query rows/s | after / before "
+        "| service CPU ms / request | rows / service CPU s | load 1/5/15 |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     backends = ["sqlite"] + (["postgres"] if args.postgres_url else [])
     for backend in backends:
         with contextlib.ExitStack() as stack:
@@ -102,6 +107,7 @@ def main() -> None:
                 run.raise_for_status()
                 paths[label] = f"/api/v1/runs/{run.json()['id']}/steps"
             samples: dict[str, list[float]] = {"before": [], "after": []}
+            cpu: dict[str, float | None] = {k: cpu_seconds(SERVER_PIDS[u]) for k, u in urls.items()}
             for start in range(0, len(batches), args.block):
                 order = (
                     ("before", "after") if (start // args.block) % 2 == 0 else ("after", "before")
@@ -114,16 +120,23 @@ def main() -> None:
                         if response.status_code != 200:
                             raise RuntimeError(f"{label}: {response.status_code} {response.text}")
             load = load_average()
+            for label, url in urls.items():
+                start_cpu, end_cpu = cpu[label], cpu_seconds(SERVER_PIDS[url])
+                cpu[label] = None if start_cpu is None or end_cpu is None else end_cpu - start_cpu
             medians = {k: statistics.median(v) * 1000 for k, v in samples.items()}
             for label in ("before", "after"):
                 p90 = statistics.quantiles(samples[label], n=10)[-1] * 1000
                 ratio = medians["before"] / medians["after"] if label == "after" else 1.0
                 steps_per_s = args.batch * 1000 / medians[label]
+                used = cpu[label]
+                requests = len(samples[label])
+                rows = requests * args.batch * args.queries
+                per_cpu = "—" if not used else f"{used * 1000 / requests:.1f} | {rows / used:,.0f}"
                 print(
-                    f"| {backend} | {label} | {shapes[label]} | {len(samples[label])} "
+                    f"| {backend} | {label} | {shapes[label]} | {requests} "
                     f"| {medians[label]:.1f} "
                     f"| {p90:.1f} | {steps_per_s:.0f} | {steps_per_s * args.queries:,.0f} "
-                    f"| {ratio:.2f}× | {load} |",
+                    f"| {ratio:.2f}× | {per_cpu} | {load} |",
                     flush=True,
                 )
 

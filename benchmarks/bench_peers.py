@@ -114,6 +114,19 @@ def scratch_postgres(base_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+#: The process id of each running ``sharpwatch_server``, by its URL (for CPU-time readings).
+SERVER_PIDS: dict[str, int] = {}
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def sharpwatch_server(
     database_url: str, *, workers: int = 1, redis_url: str | None = None, source: Path = ROOT
@@ -141,10 +154,12 @@ def sharpwatch_server(
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
+    SERVER_PIDS[url] = proc.pid
     try:
         wait_http(url + "/healthz", proc=proc)
         yield url
     finally:
+        SERVER_PIDS.pop(url, None)
         stop(proc)
 
 
