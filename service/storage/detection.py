@@ -2,18 +2,19 @@
 row locked), and save what the pass decided: alert transitions, automatic early_stop and
 adjust_alpha commands with their events, α decision rows, the run's verdict and detector state.
 
-A pass is one transaction, after the steps are committed (an ingest is acknowledged for what it
-stored even if detection fails): :func:`load_pending` begins it, :func:`save` commits it, and the
-caller rolls it back if anything between fails. The decisions are ``service.detectors``'.
+A pass runs in the transaction that stored the steps, inside a savepoint (``service.ingest``):
+:func:`load_pending` reads, :func:`save` writes, the caller releases the savepoint, or rolls back
+to it if anything failed (the steps still commit), commits, and then hands the pass to
+:func:`remember`, which fills the history cache. The decisions are ``service.detectors``'.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import Integer, Row, String, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
@@ -46,7 +47,7 @@ class PendingPass:
     """A begun detection pass: the locked run, its open alert rows, the snapshot the detectors
     read, and what the history cache needs after the commit."""
 
-    run: Run
+    run_id: int
     open_rows: dict[str, Alert]
     snapshot: RunSnapshot
     database: str
@@ -79,32 +80,73 @@ def _history_record(row: Row[Any]) -> StepRecord:
     )
 
 
-_LOCK_RUN = (
-    select(Run)
+#: What a pass reads of the run row, as plain columns (no ORM object to load, track and flush);
+#: the pass writes it back with one UPDATE (_SAVE_RUN). The step write's epoch bump returns them
+#: (``storage.steps``), so a pass after it needs no statement of its own to lock and read the row.
+PASS_RUN_COLUMNS = (
+    Run.created_at,
+    Run.epoch,
+    Run.detector_config,
+    Run.detector_state,
+    Run.policy,
+    Run.group_size,
+    Run.status,
+    Run.verdict,
+    Run.best_step,
+    Run.alpha_pinned,
+    Run.alpha,
+)
+_LOCK_RUN = select(*PASS_RUN_COLUMNS).where(Run.id == bindparam("run_id")).with_for_update()
+_RUNS = cast(Table, Run.__table__)
+_SAVE_RUN = (
+    update(Run)
     .where(Run.id == bindparam("run_id"))
-    .with_for_update()
-    .execution_options(populate_existing=True)
+    .values(
+        detector_state=bindparam("detector_state", type_=_RUNS.c.detector_state.type),
+        model_collapse_step=bindparam("model_collapse_step", type_=Integer()),
+        best_step=bindparam("best_step", type_=Integer()),
+        # None leaves these as they are (no verdict: nothing evaluated; no stop requested).
+        verdict=func.coalesce(bindparam("verdict", type_=String()), Run.verdict),
+        stop_reason=func.coalesce(bindparam("stop_reason", type_=String()), Run.stop_reason),
+    )
 )
 _OPEN_ALERTS = select(Alert).where(
     Alert.run_id == bindparam("run_id"), Alert.status == AlertStatus.OPEN
 )
 
 
-def load_pending(session: Session, run_id: int) -> PendingPass | None:
-    """Begin the pass, lock the run row and read every stored step newer than the last one the
-    detectors saw (at most ``MAX_CATCH_UP``), with its history. None (and the transaction
-    rolled back) when there is none. Catching up from the persisted state, rather than taking
-    only the request's own steps, means a detection that failed (a lock timeout, a crash between
-    commit and detection) is made good by the next ingest of the run."""
+def load_pending(
+    session: Session,
+    run_id: int,
+    written: history_cache.Written | None = None,
+    locked_run: Row[Any] | None = None,
+) -> PendingPass | None:
+    """Lock the run row and read every stored step newer than the last one the detectors saw
+    (at most ``MAX_CATCH_UP``), with its history; None when there is none. ``written``: the
+    steps this transaction stored (not yet committed), which the history cache does not hold
+    yet; ``locked_run``: the run row's ``PASS_RUN_COLUMNS`` as this transaction's write of it
+    returned them (the row is locked since, so no statement is needed to lock and read it).
+    Catching up from the persisted state, rather than taking only the request's own steps,
+    means a detection that failed (a lock timeout, an exception rolled back to its savepoint)
+    is made good by the next ingest of the run."""
     begin_write(session)
-    run = session.scalars(_LOCK_RUN, {"run_id": run_id}).first()
+    run = locked_run
+    if run is None:
+        run = session.connection().execute(_LOCK_RUN, {"run_id": run_id}).first()
     if run is None:
         raise NotFoundError(f"run {run_id} does not exist", field="run_id")
     config = DetectorConfig.model_validate(run.detector_config or {}, strict=False)
     state = DetectorState.from_json(run.detector_state)
     need = config.history_needed()
     database = database_key(session)
-    cached = history_cache.CACHE.lookup(database, run_id, run.created_at, run.epoch)
+    if written is not None and (written.database, written.run_id, written.epoch) == (
+        database,
+        run_id,
+        run.epoch,
+    ):
+        cached = history_cache.CACHE.lookup_after(written)
+    else:
+        cached = history_cache.CACHE.lookup(database, run_id, run.created_at, run.epoch)
     plan = None if cached is None else _plan_from_cache(*cached, state.last_step, need)
     if plan is None:
         ordered, records, complete = _plan_from_database(session, run_id, state.last_step, need)
@@ -113,7 +155,6 @@ def load_pending(session: Session, run_id: int) -> PendingPass | None:
         ordered, records, complete = plan
         cacheable = True
     if not ordered:
-        session.rollback()
         return None
     open_rows = {alert.rule: alert for alert in session.scalars(_OPEN_ALERTS, {"run_id": run_id})}
     stop_outstanding, commanded_alpha, applied_step = command_store.detection_summary(
@@ -140,42 +181,52 @@ def load_pending(session: Session, run_id: int) -> PendingPass | None:
         stop_outstanding=stop_outstanding,
     )
     return PendingPass(
-        run, open_rows, snapshot, database, run.epoch, run.created_at, cacheable, complete
+        run_id, open_rows, snapshot, database, run.epoch, run.created_at, cacheable, complete
     )
 
 
 def save(session: Session, pending: PendingPass, decisions: PassDecisions) -> int:
-    """Store the pass's decisions in step order and commit; returns how many commands it
-    created."""
-    run = pending.run
+    """Write the pass's decisions in step order (the caller commits); returns how many
+    commands it created."""
+    run_id = pending.run_id
     created = 0
+    stop_reason = None
     for decision in decisions.steps:
-        _apply_alert_actions(session, run, decision, pending.open_rows)
+        _apply_alert_actions(session, run_id, decision, pending.open_rows)
         if decision.stop is not None:
-            _request_stop(session, run, decision)
+            stop_reason = _request_stop(session, run_id, decision)
             created += 1
         if decision.alpha is not None:
-            _adjust_alpha(session, run.id, decision)
+            _adjust_alpha(session, run_id, decision)
             created += 1
     state = decisions.state
-    run.detector_state = state.to_json()
-    run.model_collapse_step = state.model_collapse_step
-    run.best_step = decisions.best_step
-    if decisions.verdict is not None:
-        run.verdict = decisions.verdict
-    session.commit()
+    session.connection().execute(
+        _SAVE_RUN,
+        {
+            "run_id": run_id,
+            "detector_state": state.to_json(),
+            "model_collapse_step": state.model_collapse_step,
+            "best_step": decisions.best_step,
+            "verdict": decisions.verdict,
+            "stop_reason": stop_reason,
+        },
+    )
+    return created
+
+
+def remember(pending: PendingPass) -> None:
+    """After the pass's transaction committed: keep its step records in the history cache."""
     snapshot = pending.snapshot
     if pending.cacheable:
         history_cache.CACHE.store(
             pending.database,
-            run.id,
+            pending.run_id,
             pending.created_at,
             pending.epoch,
             list(snapshot.records),
             complete=pending.complete,
             keep=snapshot.config.history_needed(),
         )
-    return created
 
 
 def _plan_from_database(
@@ -218,14 +269,14 @@ def _plan_from_cache(
 
 
 def _notify_alert(
-    session: Session, run: Run, alert: Alert, *, opened: bool, step: int, best_step: int | None
+    session: Session, run_id: int, alert: Alert, *, opened: bool, step: int, best_step: int | None
 ) -> None:
     """The alert's event, into the outbox of this same transaction (issue 20)."""
     outbox.enqueue(
         session,
         alert_event(
             "alert_opened" if opened else "alert_resolved",
-            run.id,
+            run_id,
             rule=alert.rule,
             severity=alert.severity,
             step=step,
@@ -239,9 +290,8 @@ def _notify_alert(
 
 
 def _apply_alert_actions(
-    session: Session, run: Run, decision: StepDecision, open_rows: dict[str, Alert]
+    session: Session, run_id: int, decision: StepDecision, open_rows: dict[str, Alert]
 ) -> None:
-    run_id = run.id
     now = utcnow()
     best_step = decision.best_step
     for action in decision.outcome.transitions.actions:
@@ -254,7 +304,7 @@ def _apply_alert_actions(
                 alert.updated_at = now
                 session.flush()  # free the one-open-per-rule slot before a reopen
                 _notify_alert(
-                    session, run, alert, opened=False, step=action.step, best_step=best_step
+                    session, run_id, alert, opened=False, step=action.step, best_step=best_step
                 )
             continue
         firing = action.firing
@@ -280,15 +330,18 @@ def _apply_alert_actions(
         alert.rollback_step = firing.rollback_step
         alert.updated_at = now
         if opened:
-            _notify_alert(session, run, alert, opened=True, step=action.step, best_step=best_step)
+            _notify_alert(
+                session, run_id, alert, opened=True, step=action.step, best_step=best_step
+            )
 
 
-def _request_stop(session: Session, run: Run, decision: StepDecision) -> None:
+def _request_stop(session: Session, run_id: int, decision: StepDecision) -> str:
+    """Add the early_stop; returns the run's stop reason."""
     stop = decision.stop
     assert stop is not None
     command_store.add_command(
         session,
-        run.id,
+        run_id,
         kind=CommandKind.EARLY_STOP,
         source=CommandSource.DETECTOR,
         reason=stop.reason,
@@ -296,7 +349,7 @@ def _request_stop(session: Session, run: Run, decision: StepDecision) -> None:
         rules=list(stop.rules),
         issued_step=stop.step,
     )
-    run.stop_reason = stop.reason[:1024]
+    return stop.reason[:1024]
 
 
 def _adjust_alpha(session: Session, run_id: int, decision: StepDecision) -> None:

@@ -12,6 +12,7 @@ from typing import Any, cast
 from sqlalchemy import (
     Connection,
     Integer,
+    Row,
     Table,
     and_,
     bindparam,
@@ -40,6 +41,7 @@ from service.schemas.steps import (
 )
 from service.storage import _history_cache as history_cache
 from service.storage._history_cache import database_key, record_of
+from service.storage.detection import PASS_RUN_COLUMNS
 from service.wire.metrics import STEP_COLUMNS
 from service.wire.query import QUERY_FIELDS, QUERY_ROW_FIELDS
 
@@ -52,6 +54,12 @@ class IngestResult:
     accepted: list[int]
     duplicates: list[int]
     rows: int  # per-query rows stored
+    #: The accepted steps as the history cache takes them once the transaction commits (None
+    #: when nothing was written).
+    written: history_cache.Written | None = None
+    #: The run row after the write, ``storage.detection.PASS_RUN_COLUMNS`` (locked until the
+    #: commit); None when nothing was written.
+    run: Row[Any] | None = None
 
 
 _STORED = (
@@ -75,14 +83,16 @@ _BUMP_RUN = (
         last_step=case((_NEWER, bindparam("newest", type_=Integer())), else_=Run.last_step),
         last_step_at=case((_NEWER, bindparam("now", type_=UTCDateTime())), else_=Run.last_step_at),
     )
-    .returning(Run.epoch)
+    .returning(*PASS_RUN_COLUMNS)  # the row as the detection pass after it reads it, locked
 )
 
 
 def ingest(session: Session, run_id: int, batch: StepBatchIn) -> IngestResult:
-    """Store the batch's new steps and commit; identical re-sends are duplicates; a changed
-    re-send is a 409 and nothing of the batch is stored. A step a concurrent request stored
-    first raises IntegrityError (rolled back; ``service.ingest`` classifies the batch again)."""
+    """Write the batch's new steps in the session's transaction, which the caller commits
+    (``service.ingest``: with the detection pass; then it gives ``written`` to the history
+    cache). Identical re-sends are duplicates; a changed re-send is a 409 and nothing of the
+    batch is written. A step a concurrent request stored first raises IntegrityError (rolled
+    back; ``service.ingest`` classifies the batch again)."""
     try:
         return _ingest_once(session, run_id, batch)
     except IntegrityError:
@@ -126,16 +136,16 @@ def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestRes
     newest = max(record.step for record in fresh)
     # Every write of steps bumps the run's epoch (the detectors' history cache is exact only at
     # the epoch it was filled at; service.storage._history_cache).
-    epoch = connection.execute(
-        _BUMP_RUN, {"run_id": run_id, "newest": newest, "now": now}
-    ).scalar_one()
-    database = database_key(session)
-    session.commit()
-    history_cache.CACHE.noted_ingest(
-        database, run_id, created_at, epoch, (record_of(record) for record in fresh)
-    )
+    # The UPDATE also locks the run row until the commit (PostgreSQL; SQLite's writer holds
+    # the database's write lock from its first INSERT).
+    run = connection.execute(_BUMP_RUN, {"run_id": run_id, "newest": newest, "now": now}).one()
+    epoch = run.epoch
     accepted = [record.step for record in fresh]
-    return IngestResult(accepted=accepted, duplicates=duplicates, rows=rows)
+    records = tuple(sorted(map(record_of, fresh), key=lambda r: r.step))
+    written = history_cache.Written(database_key(session), run_id, created_at, epoch, records)
+    return IngestResult(
+        accepted=accepted, duplicates=duplicates, rows=rows, written=written, run=run
+    )
 
 
 _STEP_TABLE = cast(Table, Step.__table__)

@@ -221,6 +221,7 @@ def test_detection_catches_up_on_steps_stored_without_it(
     with session_factory() as session:
         steps = [{"step": r["step"], "metrics": r["metrics"]} for r in trace[:half]]
         step_store.ingest(session, run_id, StepBatchIn.model_validate({"steps": steps}))
+        session.commit()
     assert client.get(f"/api/v1/runs/{run_id}/alerts").json()["items"] == []
     _post_trace(client, run_id, trace[half:], batch=7)
     expected = replay_detailed(trace, group_size=8, stop_on_auto_stop=False)
