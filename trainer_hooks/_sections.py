@@ -51,8 +51,8 @@ class StepPacker:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.parts: list[torch.Tensor] = []
+        #: name -> (index in ``parts``, length, 0-d)
         self.slots: dict[str, tuple[int, int, bool]] = {}
-        self.offset = 0
 
     def add(self, name: str, t: torch.Tensor) -> None:
         """A metric of the table (``name`` must be in it)."""
@@ -67,16 +67,28 @@ class StepPacker:
     def _add(self, name: str, t: torch.Tensor) -> None:
         if t.device != self.device:
             raise ShapeError(f"{name} is on {t.device}; the step's tensors are on {self.device}")
-        flat = t.detach().reshape(-1).to(torch.float64)
-        self.slots[name] = (self.offset, int(flat.shape[0]), t.dim() == 0)
-        self.offset += int(flat.shape[0])
+        flat = t.detach().reshape(-1)
+        self.slots[name] = (len(self.parts), int(flat.shape[0]), t.dim() == 0)
         self.parts.append(flat)
 
     def fetch(self) -> dict[str, list[float]]:
         if not self.parts:
             return {}
-        host = to_host(torch.cat(self.parts))
-        return {k: host[o : o + n] for k, (o, n, _) in self.slots.items()}
+        # parts of one dtype are concatenated first and converted to float64 once (a step adds
+        # ~50 parts of 3-4 dtypes: one conversion per part cost ~0.2 ms on CPU, issue 21)
+        by_dtype: dict[torch.dtype, list[int]] = {}
+        for i, part in enumerate(self.parts):
+            by_dtype.setdefault(part.dtype, []).append(i)
+        start: dict[int, int] = {}
+        chunks = []
+        offset = 0
+        for idxs in by_dtype.values():
+            for i in idxs:
+                start[i] = offset
+                offset += int(self.parts[i].shape[0])
+            chunks.append(torch.cat([self.parts[i] for i in idxs]).to(torch.float64))
+        host = to_host(chunks[0] if len(chunks) == 1 else torch.cat(chunks))
+        return {k: host[start[i] : start[i] + n] for k, (i, n, _) in self.slots.items()}
 
 
 @dataclass
