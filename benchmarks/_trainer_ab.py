@@ -11,6 +11,11 @@ Reported: median and p90 of the wall time and of the training thread's CPU time 
 Then, for the working tree only, the cost of each metric section of a step
 (``trainer_hooks._sections.SECTIONS``), of the one device-to-host copy and of the host side
 after it: the answer to "which reduction costs what".
+
+``python benchmarks/bench_hooks.py --record-vs REF`` (:func:`record_report`): the client's writer
+thread's work for one monitor record of B = 512 queries (build the per-query part, sanitise,
+serialise to the JSON line the log holds and the service receives), ``REF``'s code against the
+working tree's, interleaved in the same two children; and the JSON bytes of that record.
 """
 
 from __future__ import annotations
@@ -89,6 +94,11 @@ def child_main() -> None:
         for name in CONFIGS:
             for _ in range(3):
                 monitors[name].step(inputs[name])
+        # Without a sender the step's record stays unbuilt (a DeferredRecord): each "record"
+        # command builds a fresh copy of it the way the client's writer thread does.
+        unbuilt = {
+            name: Monitor(group_size=g, kl_beta=0.04).step(inputs[name])._record for name in CONFIGS
+        }
         for line in sys.stdin:
             cmd, _, arg = line.strip().partition(" ")
             if cmd == "ready":
@@ -101,6 +111,13 @@ def child_main() -> None:
                 monitors[arg].step(inputs[arg])
                 wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
                 print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
+            elif cmd == "record":
+                record = unbuilt[arg]
+                fresh = record.with_metrics(dict(record.metrics), list(record.non_finite))
+                c0, t0 = time.thread_time(), time.perf_counter()
+                (line,), _ = clients[arg]._serialise([fresh])
+                wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+                print(json.dumps({"wall": wall, "cpu": cpu, "bytes": len(line)}), flush=True)
             elif cmd == "quit":
                 for client in clients.values():
                     assert client.flush(timeout=120)
@@ -134,6 +151,54 @@ def compare(ref: str, steps: int, gap: float, threads: int) -> dict[str, dict[st
             for child in children.values():
                 child.close()
     return out
+
+
+def compare_record(ref: str, repeats: int) -> dict[str, dict[str, list[float]]]:
+    """Per configuration: the writer thread's build + sanitise + serialise of one B = 512
+    record, before/after (wall, CPU, JSON bytes), interleaved record by record."""
+    keys = ("before", "after", "cpu_before", "cpu_after", "bytes_before", "bytes_after")
+    out: dict[str, dict[str, list[float]]] = {name: {k: [] for k in keys} for name in CONFIGS}
+    with tempfile.TemporaryDirectory() as tmp:
+        children = {
+            "before": _Child(export_tree(ref, Path(tmp)), "before"),
+            "after": _Child(ROOT, "after"),
+        }
+        try:
+            for i in range(repeats):
+                order = ("before", "after") if i % 2 == 0 else ("after", "before")
+                for name in CONFIGS:
+                    for label in order:
+                        res = children[label].ask(f"record {name}")
+                        out[name][label].append(res["wall"])
+                        out[name][f"cpu_{label}"].append(res["cpu"])
+                        out[name][f"bytes_{label}"].append(res["bytes"])
+        finally:
+            for child in children.values():
+                child.close()
+    return out
+
+
+def record_report(ref: str, repeats: int = 200) -> None:
+    print(f"load average at start: {os.getloadavg()}")
+    res = compare_record(ref, repeats)
+    labels = {
+        "full": "every query column (T=1024 entropy given + keys, oracle, ref log-probs)",
+        "no_tokens": "no per-token input (no entropy or length column)",
+    }
+    print(f"\nbefore = {ref}, after = working tree; {repeats} records each, interleaved")
+    print("| writer thread, one B=512 record: build + sanitise + JSON "
+          "| before (median / p90) | after (median / p90) | after / before (medians) "
+          "| JSON bytes before → after |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- |")
+    for name, label in labels.items():
+        r = res[name]
+        size = f"{r['bytes_before'][0]:,.0f} → {r['bytes_after'][0]:,.0f}"
+        for kind, prefix in (("wall", ""), ("CPU", "cpu_")):
+            b, a = r[prefix + "before"], r[prefix + "after"]
+            print(f"| {label}, {kind} | {_ms(b, 0.5):.3f} / {_ms(b, 0.9):.3f} ms "
+                  f"| {_ms(a, 0.5):.3f} / {_ms(a, 0.9):.3f} ms "
+                  f"| {_ms(a, 0.5) / _ms(b, 0.5):.2f} | {size} |")  # fmt: skip
+    print(f"\nload average at end: {os.getloadavg()}")
 
 
 def sections(steps: int, gap: float = 0.02) -> dict[str, list[float]]:

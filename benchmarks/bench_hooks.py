@@ -24,6 +24,9 @@
 5. ``--trainer-vs REF``: ``Monitor.step``'s training-thread cost, git ``REF``'s code against the
    working tree's, interleaved in one run, then the working tree's cost per metric section
    (``_trainer_ab.py``).
+6. ``--record-vs REF`` (issue 21): the client's writer thread's build + sanitise + serialise of
+   one B = 512 monitor record and its JSON bytes, git ``REF``'s code against the working
+   tree's, interleaved in one run (``_trainer_ab.py``).
 """
 
 from __future__ import annotations
@@ -345,6 +348,11 @@ def main() -> None:
         import _trainer_ab
 
         _trainer_ab.report(sys.argv[2])
+        return
+    if len(sys.argv) == 3 and sys.argv[1] == "--record-vs":  # section 6 only
+        import _trainer_ab
+
+        _trainer_ab.record_report(sys.argv[2])
         return
     if sys.argv[1:] == ["--trainer"]:  # only section 4, with torch's threads, then 1
         threads = torch.get_num_threads()

@@ -66,17 +66,35 @@ class RunInfo(wire_run.RunInfo):
     ingest_token: str | None = None  # this run's token, when the service requires tokens
 
 
-def sanitize_record(record: Mapping[str, Any]) -> dict[str, Any]:
+def sanitize_record(record: Mapping[str, Any], *, queries_clean: bool = False) -> dict[str, Any]:
     """A JSON-safe copy: non-finite metric values become null and are named in ``non_finite``,
-    non-finite per-query values become null (``service.wire.finite``)."""
+    non-finite per-query values become null (``service.wire.finite``). ``queries`` may be
+    columns or rows (``service.wire.query_shapes``) and keeps its shape; ``queries_clean``: it
+    is already JSON-safe (a monitor's built record) and is kept as it is."""
     out = dict(record)
     out["metrics"], out["non_finite"] = split_non_finite(
         out.get("metrics") or {}, out.get("non_finite") or ()
     )
     queries = out.get("queries")
-    if queries:
-        out["queries"] = [_sanitize_query(q) for q in queries]
+    if queries and not queries_clean:
+        if isinstance(queries, Mapping):
+            out["queries"] = {name: _sanitize_column(column) for name, column in queries.items()}
+        else:
+            out["queries"] = [_sanitize_query(q) for q in queries]
     return out
+
+
+def _sanitize_column(column: Any) -> Any:
+    if not isinstance(column, list | tuple):
+        return column  # not a column: the service refuses it and names it
+    try:
+        # Numbers only, none of them NaN or ±inf: one C-level pass instead of a test per value
+        # (None, a string or a sum that overflows takes the per-value way).
+        if is_finite(sum(column)):
+            return list(column)
+    except (TypeError, OverflowError):
+        pass
+    return [None if isinstance(v, float) and not is_finite(v) else v for v in column]
 
 
 def _sanitize_query(query: Mapping[str, Any]) -> dict[str, Any]:
@@ -687,7 +705,7 @@ class SharpwatchClient:
         for item in batch:
             if isinstance(item, DeferredRecord):
                 try:
-                    record = sanitize_record(item.build())
+                    record = sanitize_record(item.build(), queries_clean=True)
                 except Exception as exc:
                     log.warning("dropping malformed step record: %s", exc)
                     self.dropped += 1

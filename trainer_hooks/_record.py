@@ -2,8 +2,8 @@
 
 :meth:`trainer_hooks.Monitor.step` copies every value to the host once and derives the step's
 ``metrics`` there (a few dozen scalars the loop reads at once). The per-query part of the wire
-record (one dict per query, non-finite values as ``None``) is host-side work the loop does not
-need: :class:`DeferredRecord` holds the host columns and builds the record on first request,
+record (one list per query field, non-finite values as ``None``) is host-side work the loop does
+not need: :class:`DeferredRecord` holds the host columns and builds the record on first request,
 which for a sender with ``submit_deferred`` (:class:`trainer_hooks.SharpwatchClient`) is its
 writer thread (issue 21: the training thread pays for the device reductions and one copy).
 The built record is the one the synchronous path builds from the same values, field for field.
@@ -12,38 +12,48 @@ The built record is the one the synchronous path builds from the same values, fi
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from itertools import repeat
+from collections.abc import Mapping, Sequence
+from math import isfinite
 from typing import Protocol, runtime_checkable
 
 from service.wire.finite import finite_or_none
-from service.wire.query import QUERY_FIELDS, query_row_dict
+from service.wire.query import QUERY_FIELDS, QUERY_ROW_FIELDS
 
 __all__ = ["DeferredRecord", "DeferredStepSender", "build_queries"]
+
+# The row's key fields (query_id, group_size, successes); the measurements follow them.
+_ID, _SIZE, _SUCCESSES = QUERY_ROW_FIELDS[: -len(QUERY_FIELDS)]
 
 
 def build_queries(
     host: Mapping[str, Sequence[float]], query_ids: Sequence[str] | None, num_groups: int
-) -> list[dict[str, object]]:
-    """One wire dict per query (the fields of ``service.wire.query.QueryRow``, in its order)
-    from the step's host columns: ``q_size``, ``q_successes`` and ``q_<field>`` for each field
-    of ``QUERY_FIELDS`` (absent: ``None`` for every query; non-finite values → ``None``)."""
-    ids = query_ids if query_ids is not None else [f"q{i}" for i in range(num_groups)]
-    columns: list[Iterable[object]] = [
-        ids,
-        [int(x) for x in host["q_size"]],
-        [int(x) for x in host["q_successes"]],
-    ]
+) -> dict[str, list[object]]:
+    """The step's ``queries`` as the wire's columns (``service.wire.query_shapes``): one list
+    per field of ``service.wire.query.QueryRow``, in its order, from the step's host columns
+    ``q_size``, ``q_successes`` and ``q_<field>`` for each field of ``QUERY_FIELDS``. A field
+    the step has no host column for is left out (the service reads it as null for every query);
+    non-finite values → ``None``."""
+    ids: list[object] = (
+        list(query_ids) if query_ids is not None else [f"q{i}" for i in range(num_groups)]
+    )
+    queries: dict[str, list[object]] = {
+        _ID: ids,
+        _SIZE: [int(x) for x in host["q_size"]],
+        _SUCCESSES: [int(x) for x in host["q_successes"]],
+    }
     for field in QUERY_FIELDS:
         values = host.get(f"q_{field.name}")
         if values is None:
-            columns.append(repeat(None))
-        elif field.type is int:
-            columns.append([int(x) for x in values])
+            continue
+        if field.type is int:
+            queries[field.name] = [int(x) for x in values]
+        elif isfinite(sum(values)):
+            # No NaN or ±inf among them: one C-level pass instead of a test per value (a sum
+            # that overflows to inf only sends a finite column the per-value way).
+            queries[field.name] = list(values)
         else:
-            columns.append([finite_or_none(x) for x in values])
-    # map stops at the shortest column (num_groups rows); an absent field's repeats None.
-    return list(map(query_row_dict, *columns))
+            queries[field.name] = [finite_or_none(x) for x in values]
+    return queries
 
 
 class DeferredRecord:

@@ -19,6 +19,15 @@ def test_two_trees_step_side_by_side() -> None:
             assert all(t > 0 for t in res[name][key])
 
 
+def test_writer_thread_record_cost_side_by_side() -> None:
+    res = _trainer_ab.compare_record("HEAD", repeats=2)
+    for name in _trainer_ab.CONFIGS:
+        for key in ("before", "after", "cpu_before", "cpu_after", "bytes_before", "bytes_after"):
+            assert len(res[name][key]) == 2
+            assert all(t > 0 for t in res[name][key])
+        assert len(set(res[name]["bytes_after"])) == 1  # the same record every time
+
+
 def test_section_costs_name_every_section() -> None:
     import trainer_hooks._sections as sections_mod
 

@@ -24,6 +24,7 @@ from service.db.engine import make_engine
 from service.db.migrate import upgrade
 from service.settings import Settings
 from tests._servers import ServerThread
+from tests.trainer_hooks._records import rows_of
 from trainer_hooks import SharpwatchClient, StepInputs, grpo_advantages, watch
 from trainer_hooks._spool import spool_key
 
@@ -52,14 +53,16 @@ def _server(database: str, port: int = 0, **settings: Any) -> Iterator[ServerThr
         yield running
 
 
-def _record(step: int, queries: int = 1) -> dict[str, Any]:
+def _record(step: int, queries: int = 1, *, columns: bool = False) -> dict[str, Any]:
+    rows = [
+        {"query_id": f"q{i}", "group_size": 4, "successes": (step + i) % 5} for i in range(queries)
+    ]
     return {
         "step": step,
         "metrics": {"entropy": 1.0 / (step + 1)},
-        "queries": [
-            {"query_id": f"q{i}", "group_size": 4, "successes": (step + i) % 5}
-            for i in range(queries)
-        ],
+        "queries": {k: [r[k] for r in rows] for k in ("query_id", "group_size", "successes")}
+        if columns
+        else rows,
     }
 
 
@@ -229,17 +232,57 @@ def test_a_bad_offset_file_is_repaired_from_the_log(
         client.close()
 
 
+def test_an_older_clients_rows_in_the_spool_send_before_the_monitors_columns(
+    database: str, tmp_path: Path
+) -> None:
+    """Issue 21: a spool written before the hooks sent columns holds records with rows; they go
+    as they are, the monitor's new records as columns, and every value reads back."""
+    with _server(database) as server:
+        # The spool is $SHARPWATCH_SPOOL_DIR, the test's own directory (tests/conftest.py).
+        log_path, _ = _spool_files(tmp_path / "spool", server.url, "shapes")
+        old = [_record(step, queries=3) for step in range(3)]
+        lines = [json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in old]
+        log_path.write_bytes(b"".join(lines))
+        with watch(server.url, name="shapes", group_size=4, kl_beta=0.04, commands=False) as run:
+            results = [run.step(_inputs(seed)) for seed in range(3)]
+        assert [r.step for r in results] == [3, 4, 5]  # numbered after the spool
+        assert all(isinstance(r.record["queries"], dict) for r in results)  # columns
+        assert run.run is not None
+        sent = old + [r.record for r in results]
+        for record in sent:
+            detail = httpx.get(
+                f"{server.url}/api/v1/runs/{run.run.id}/steps/{record['step']}"
+            ).json()
+            got = sorted(detail["queries"], key=lambda q: q["query_id"])
+            want = sorted(rows_of(record), key=lambda q: q["query_id"])
+            assert len(got) == len(want) > 0
+            for stored, row in zip(got, want, strict=True):
+                for field, value in row.items():
+                    assert stored[field] == pytest.approx(value), (record["step"], field)
+
+
 # -- failure 4: a batch over the body limit ----------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("columns", "small", "huge"),
+    [(False, 40, 1500), (True, 160, 6000)],  # rows: ~3 KB each, ~200 KB together; columns alike
+    ids=["rows", "columns"],
+)
 def test_a_batch_over_the_body_limit_is_split_and_one_huge_step_reported_once(
-    database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    database: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    columns: bool,
+    small: int,
+    huge: int,
 ) -> None:
     limit = 60_000
     port = _free_port()
-    records = [_record(step, queries=40) for step in range(64)]  # ~3 KB each, ~200 KB together
-    records[20] = _record(20, queries=1500)  # ~100 KB alone: over the limit
+    records = [_record(step, queries=small, columns=columns) for step in range(64)]
+    records[20] = _record(20, queries=huge, columns=columns)  # ~100 KB alone: over the limit
     assert len(json.dumps(records[20])) > limit
+    assert sum(len(json.dumps(r)) for r in records) > 2 * limit  # the batch is split too
     client = SharpwatchClient(
         f"http://127.0.0.1:{port}",
         spool_dir=tmp_path / "spool",

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import trainer_hooks._record as record_mod
+from tests.trainer_hooks._records import rows_of
 from trainer_hooks import Monitor, SharpwatchClient, StepInputs, grpo_advantages
 from trainer_hooks._client import BAD_LINES_METRIC, sanitize_record
 from trainer_hooks._layout import make_layout
@@ -95,7 +96,7 @@ def test_the_training_thread_builds_no_per_query_records(
     builders: list[threading.Thread] = []
     original = record_mod.build_queries
 
-    def counted(*args: Any, **kwargs: Any) -> list[dict[str, object]]:
+    def counted(*args: Any, **kwargs: Any) -> dict[str, list[object]]:
         builders.append(threading.current_thread())
         return original(*args, **kwargs)
 
@@ -134,7 +135,8 @@ def test_records_reaching_the_service_equal_the_synchronous_build(tmp_path: Path
         assert got.pop("time")
         assert want.pop("time")
         assert got == want
-    assert sent[1]["queries"][1]["entropy"] is None  # NaN → None survived the deferral
+    assert all(isinstance(r["queries"], dict) for r in sent)  # the columnar shape was sent
+    assert rows_of(sent[1])[1]["entropy"] is None  # NaN → None survived the deferral
     assert "loss" in sent[1]["non_finite"]
     assert sent[0]["metrics"]["success_rate"] != -1.0
 
@@ -151,8 +153,7 @@ def test_result_record_builds_on_demand_and_matches_what_was_sent(tmp_path: Path
     assert record["metrics"] is result.metrics
     (sent,) = service.steps
     assert json.loads(json.dumps(sanitize_record(record))) == sent
-    queries = record["queries"]
-    assert isinstance(queries, list)
+    queries = rows_of(record)
     assert len(queries) == B
     assert queries[1]["entropy"] is None
     assert math.isfinite(queries[0]["entropy"])
@@ -198,7 +199,10 @@ def test_with_metrics_keeps_the_queries_built_or_not() -> None:
         assert out["queries"] == built_first["queries"]
         assert out["step"] == 3
     assert built_first["metrics"] == {"a": 1.0}
-    assert built_first["queries"][1] == {  # type: ignore[index]
+    assert built_first["queries"] == {  # no host column for a field: the column is left out
+        "query_id": ["q0", "q1"], "group_size": [4, 4], "successes": [1, 4], "entropy": [0.5, None]
+    }  # fmt: skip
+    assert rows_of(built_first)[1] == {
         "query_id": "q1", "group_size": 4, "successes": 4, "entropy": None, "log_zprime": None,
         "log_zprime_raw": None, "n_modes": None, "reward_accuracy": None, "response_length": None,
     }  # fmt: skip
@@ -218,7 +222,7 @@ def test_framework_integrations_keep_the_record_unbuilt_through_deferred_sender(
     builders: list[threading.Thread] = []
     original = record_mod.build_queries
 
-    def counted(*args: Any, **kwargs: Any) -> list[dict[str, object]]:
+    def counted(*args: Any, **kwargs: Any) -> dict[str, list[object]]:
         builders.append(threading.current_thread())
         return original(*args, **kwargs)
 

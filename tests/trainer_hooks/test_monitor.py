@@ -13,6 +13,8 @@ import torch
 
 import trainer_hooks._sections as monitor_mod
 import trainer_hooks._sync as sync_mod
+from service.wire.query import QUERY_ROW_FIELDS
+from tests.trainer_hooks._records import rows_of
 from trainer_hooks import (
     ConfigurationError,
     Monitor,
@@ -85,8 +87,9 @@ def test_record_matches_wire_contract() -> None:
     assert metrics["clip_frac"] == pytest.approx(0.1)
     assert metrics["lr"] == 1e-6
     assert metrics["loss"] == pytest.approx(0.25)
-    queries = rec["queries"]
-    assert isinstance(queries, list)
+    assert isinstance(rec["queries"], dict)  # the columnar shape: one list per field
+    assert list(rec["queries"]) == list(QUERY_ROW_FIELDS)  # every field has values here
+    queries = rows_of(rec)
     assert len(queries) == B
     q0 = queries[0]
     assert set(q0) == {
@@ -104,7 +107,7 @@ def test_default_query_ids_and_optional_inputs() -> None:
     m = Monitor(group_size=G, kl_beta=0.0, reference_beta=0.1)
     r = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
     res = m.step(StepInputs(rewards=r))
-    q = res.record["queries"][0]  # type: ignore[index]
+    q = rows_of(res.record)[0]
     assert q["query_id"] == "q0"
     assert q["entropy"] is None
     assert q["log_zprime"] is None
@@ -123,9 +126,9 @@ def test_iac_applied_and_raw_zprime_reported() -> None:
     assert torch.equal(
         res.advantages, torch.where(adv > 0, adv * torch.tensor([[2.0], [4.0], [1.0]]), adv)
     )
-    q = res.record["queries"]  # type: ignore[assignment]
-    assert q[0]["log_zprime"] != pytest.approx(q[0]["log_zprime_raw"])  # type: ignore[index]
-    assert q[2]["log_zprime"] == pytest.approx(q[2]["log_zprime_raw"])  # type: ignore[index]
+    q = rows_of(res.record)
+    assert q[0]["log_zprime"] != pytest.approx(q[0]["log_zprime_raw"])
+    assert q[2]["log_zprime"] == pytest.approx(q[2]["log_zprime_raw"])
     off = Monitor(group_size=G, kl_beta=0.05, iac=False).step(inp)
     assert off.advantages is inp.advantages
 
@@ -209,8 +212,8 @@ def test_flat_variable_groups() -> None:
         StepInputs(rewards=r, group_ids=["u", "u", "u", "v", "v"], advantages=r - 0.5,
                    answer_keys=list("aabcd"), token_entropy=torch.ones(5, 2))
     )  # fmt: skip
-    q = res.record["queries"]
-    assert [(x["group_size"], x["successes"]) for x in q] == [(3, 2), (2, 1)]  # type: ignore[union-attr]
+    q = rows_of(res.record)
+    assert [(x["group_size"], x["successes"]) for x in q] == [(3, 2), (2, 1)]
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.trainer_hooks._corpus import ARCHS, RealBatch, real_batch
+from tests.trainer_hooks._records import rows_of
 from trainer_hooks import Monitor, StepInputs
 
 # -- float64 references, one response at a time ---------------------------------------------
@@ -63,7 +64,7 @@ def _step(rb: RealBatch, **monitor_kw: object) -> tuple[dict[str, float | None],
         )
     )
     assert res.record["non_finite"] == []
-    return res.metrics, res.record["queries"]  # type: ignore[return-value]
+    return res.metrics, rows_of(res.record)
 
 
 CASES = [
@@ -198,8 +199,7 @@ def test_fully_masked_rows_and_steps_contribute_nothing() -> None:
     m = Monitor(group_size=2, kl_beta=0.04)
     res = m.step(StepInputs(rewards=rewards, logits=logits, mask=mask))
     assert res.metrics["entropy"] == pytest.approx(_ref_mean(logits, mask), abs=1e-5)
-    queries = res.record["queries"]
-    assert isinstance(queries, list)
+    queries = rows_of(res.record)
     assert queries[0]["entropy"] is None  # undefined, not 0 nats (which would read as collapse)
     assert queries[1]["entropy"] is not None
     res = m.step(StepInputs(rewards=rewards, logits=logits, mask=torch.zeros_like(mask)))
@@ -288,7 +288,7 @@ def test_zprime_and_iac_against_float64(name: str, padding: str) -> None:
     )
     for key, a in (("log_zprime_raw", adv), ("log_zprime", used)):
         want = ref_log_zprime(rb, a, 0.04)
-        got = [q[key] for q in res.record["queries"]]  # type: ignore[union-attr]
+        got = [q[key] for q in rows_of(res.record)]
         # float32 work (the advantages are fp32): log Z' to ~1e-7 absolute
         assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
         assert res.metrics[f"{key}_mean"] == pytest.approx(sum(want) / len(want), abs=1e-6)

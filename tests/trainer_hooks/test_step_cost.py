@@ -9,6 +9,7 @@ import torch
 
 import trainer_hooks._entropy as entropy_mod
 import trainer_hooks._sections as sections_mod
+from tests.trainer_hooks._records import rows_of
 from trainer_hooks import Monitor, StepInputs, grpo_advantages, make_layout
 from trainer_hooks._entropy import _masked_row_sums
 from trainer_hooks._unsupervised import response_lengths
@@ -106,8 +107,7 @@ def test_lengths_come_from_the_entropy_pass_with_the_same_values(
     assert torch.equal(seen[0], expected)
     assert res.metrics["response_length"] == pytest.approx(float(expected.mean()), abs=0)
     per_query = expected.reshape(6, 4).sum(-1) / 4
-    queries = res.record["queries"]
-    assert isinstance(queries, list)
+    queries = rows_of(res.record)
     assert [q["response_length"] for q in queries] == per_query.tolist()
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from service.detectors import DetectorConfig, DetectorState, RuleStatus, StepRecord, evaluate
+from tests.trainer_hooks._records import rows_of
 from trainer_hooks import Monitor, StepInputs, log_zprime, make_layout
 from trainer_hooks._zprime import assign_modes, modes_from_keys, sequence_keys
 
@@ -144,7 +145,7 @@ def test_response_hash_without_logprobs_or_repeats_is_absent_not_constant() -> N
     assert "log_zprime_raw_mean" not in res.metrics
     assert "zprime_gt1_frac" not in res.metrics
     assert res.metrics["zprime_queries"] == 0.0
-    assert res.record["queries"][0]["log_zprime"] is None  # type: ignore[index]
+    assert rows_of(res.record)[0]["log_zprime"] is None
     assert res.record["non_finite"] == []
 
 

@@ -46,6 +46,11 @@ def test_the_trainer_side_and_the_detectors_apply_the_same_rule() -> None:
     record = sanitize_record({"step": 1, "metrics": raw, "queries": [{"entropy": math.inf}]})
     assert (record["metrics"], record["non_finite"]) == split_non_finite(raw)
     assert record["queries"] == [{"entropy": None}]
+    columns = {"query_id": ["a", "b"], "entropy": [math.inf, 0.5], "n_modes": [1, None]}
+    record = sanitize_record({"step": 1, "queries": columns})
+    want = {"query_id": ["a", "b"], "entropy": [None, 0.5], "n_modes": [1, None]}
+    assert record["queries"] == want
+    assert columns["entropy"][0] == math.inf  # the caller's record is not changed
 
     class Sink:
         def __init__(self) -> None:

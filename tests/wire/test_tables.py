@@ -19,6 +19,7 @@ from service.wire.metrics import (
     Storage,
 )
 from service.wire.query import QUERY_FIELDS, QUERY_ROW_FIELDS, QueryRow
+from service.wire.query_shapes import query_rows
 
 
 def test_every_column_stored_metric_is_a_nullable_float_column_of_steps() -> None:
@@ -81,19 +82,23 @@ def test_every_query_field_documents_its_unit() -> None:
         assert f"({field.unit})" in schema[field.name]["description"]
 
 
-def test_the_hooks_build_query_rows_from_the_table() -> None:
+def test_the_hooks_build_query_columns_from_the_table() -> None:
     from trainer_hooks._record import build_queries
 
     host = {"q_size": [4.0, 4.0], "q_successes": [1.0, 4.0], "q_n_modes": [2.0, 1.0]}
     host |= {f"q_{f.name}": [0.5, float("nan")] for f in QUERY_FIELDS if f.type is float}
-    rows = build_queries(host, ["a", "b"], 2)
-    assert [list(row) for row in rows] == [list(QUERY_ROW_FIELDS)] * 2
+    columns = build_queries(host, ["a", "b"], 2)
+    assert list(columns) == list(QUERY_ROW_FIELDS)
+    rows = query_rows(columns)
     for row in rows:
         QueryIn.model_validate(row)
     assert rows[1]["entropy"] is None
     assert rows[0]["n_modes"] == 2
+    assert type(rows[0]["n_modes"]) is int
+    # A field the step has no host column for is left out: null for every query.
     without = build_queries({"q_size": [2.0], "q_successes": [0.0]}, None, 1)
-    assert without == [
+    assert without == {"query_id": ["q0"], "group_size": [2], "successes": [0]}
+    assert query_rows(without) == [
         {"query_id": "q0", "group_size": 2, "successes": 0}
         | dict.fromkeys(f.name for f in QUERY_FIELDS)
     ]
