@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from service.app import create_app
 from service.settings import Settings
+from service.wire.query_shapes import query_rows
 from tests._servers import ServerThread
 from trainer_hooks import SharpwatchClient
 
@@ -19,8 +20,12 @@ QUERIES = 16
 GROUP = 8
 
 
-def _loop_record(step: int, rng: random.Random) -> dict[str, object]:
+def _loop_record(step: int, rng: random.Random, shape: str) -> dict[str, object]:
     successes = [rng.randint(0, GROUP) for _ in range(QUERIES)]
+    rows = [
+        {"query_id": f"q{i}", "group_size": GROUP, "successes": s, "entropy": rng.random()}
+        for i, s in enumerate(successes)
+    ]
     return {
         "step": step,
         "metrics": {
@@ -31,16 +36,15 @@ def _loop_record(step: int, rng: random.Random) -> dict[str, object]:
             "log_zprime_mean": rng.uniform(-0.5, 0.5),
             "my_extra": float(step),
         },
-        "queries": [
-            {"query_id": f"q{i}", "group_size": GROUP, "successes": s, "entropy": rng.random()}
-            for i, s in enumerate(successes)
-        ],
+        # The hooks send columns (one list per field); a record may also carry rows.
+        "queries": {k: [r[k] for r in rows] for k in rows[0]} if shape == "columns" else rows,
     }
 
 
-def test_two_hundred_steps_round_trip_exactly_once(database_url: str) -> None:
+@pytest.mark.parametrize("shape", ["rows", "columns"])
+def test_two_hundred_steps_round_trip_exactly_once(database_url: str, shape: str) -> None:
     rng = random.Random(7)
-    sent = [_loop_record(step, rng) for step in range(STEPS)]
+    sent = [_loop_record(step, rng, shape) for step in range(STEPS)]
     app = create_app(Settings(database_url=database_url), registry=CollectorRegistry())
     with ServerThread(app) as server:
         with SharpwatchClient(server.url, batch_size=16, flush_interval=0.005) as client:
@@ -65,6 +69,6 @@ def test_two_hundred_steps_round_trip_exactly_once(database_url: str) -> None:
         history = httpx.get(f"{server.url}/api/v1/runs/{run.id}/queries/q3").json()["points"]
         assert [p["step"] for p in history] == list(range(STEPS))
         for record, point in zip(sent, history, strict=True):
-            assert point["successes"] == record["queries"][3]["successes"]  # type: ignore[index]
+            assert point["successes"] == query_rows(record["queries"])[3]["successes"]  # type: ignore[arg-type]
         detail = httpx.get(f"{server.url}/api/v1/runs/{run.id}/steps/123").json()
         assert len(detail["queries"]) == QUERIES
