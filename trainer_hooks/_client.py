@@ -33,6 +33,7 @@ from pydantic import ConfigDict
 
 from service.wire import run as wire_run
 from service.wire.finite import is_finite, split_non_finite
+from service.wire.query_shapes import query_count
 from trainer_hooks import _exit
 from trainer_hooks._api import ServiceApi
 from trainer_hooks._errors import ConfigurationError, ServiceError
@@ -1005,17 +1006,27 @@ class SharpwatchClient:
         self._oversize_reported.add(step)
         self.rejected += 1
         log.error(
-            "sharpwatch dropped step %s: its record is %d bytes, over the service's body limit "
-            "of %d bytes; raise SHARPWATCH_MAX_BODY_BYTES on the service (or send fewer queries "
-            "per step)",
+            "sharpwatch dropped step %s: its record is %d bytes (%s queries), over the "
+            "service's body limit of %d bytes; raise SHARPWATCH_MAX_BODY_BYTES on the service "
+            "(or send fewer queries per step)",
             step,
             size,
+            _queries_in(line),
             limit,
         )
         self.last_error = (
             f"step {step} ({size} bytes) exceeds the service's body limit ({limit} bytes); "
             "raise SHARPWATCH_MAX_BODY_BYTES"
         )
+
+
+def _queries_in(line: bytes) -> int | str:
+    """How many queries a serialised record carries, in either shape (``"?"``: unreadable)."""
+    try:
+        queries = json.loads(line).get("queries") or []
+        return query_count(queries)
+    except (ValueError, TypeError, AttributeError):
+        return "?"
 
 
 def _with_metric(

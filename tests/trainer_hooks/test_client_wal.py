@@ -305,6 +305,7 @@ def test_a_batch_over_the_body_limit_is_split_and_one_huge_step_reported_once(
     reports = [r.getMessage() for r in caplog.records if "body limit" in r.getMessage()]
     assert len(reports) == 1, reports
     assert "step 20" in reports[0]
+    assert f"({huge} queries)" in reports[0]  # counted in either shape
     assert f"{limit} bytes" in reports[0]
     assert "SHARPWATCH_MAX_BODY_BYTES" in reports[0]
     client.close()
