@@ -8,10 +8,11 @@
    growth of the process's peak RSS (``ru_maxrss``) during the call, each variant measured in a
    fresh subprocess after the logits exist (torch's CPU allocator returns big blocks to the OS, so
    RSS is an honest view of what the call needed).
-3. The client's write-ahead log, per step of the B = 512 record (~90 KB of JSON): the time
-   ``SharpwatchClient.submit`` takes in the training thread, the CPU all threads spend per step
-   (serialise, write, fsync, read back, post), and ``Monitor.step`` with the client attached;
-   each with the log (the default) against ``spool_dir=False`` (memory only, no durability).
+3. The client's write-ahead log, per step of the B = 512 record (~43 KB of JSON, its queries as
+   columns): the time ``SharpwatchClient.submit`` takes in the training thread, the CPU all
+   threads spend per step (serialise, write, fsync, read back, post), and ``Monitor.step`` with
+   the client attached; each with the log (the default) against ``spool_dir=False`` (memory
+   only, no durability).
    The service is an in-process ``httpx.MockTransport`` answering 200 at once, so the numbers
    are the client's own; the log lives in a temporary directory on the local disk.
 4. ``--trainer`` (issue 21): the training thread's share of ``Monitor.step`` with the client
