@@ -129,9 +129,9 @@ def load_pending(
     Catching up from the persisted state, rather than taking only the request's own steps,
     means a detection that failed (a lock timeout, an exception rolled back to its savepoint)
     is made good by the next ingest of the run."""
-    begin_write(session)
     run = locked_run
     if run is None:
+        begin_write(session)
         run = session.connection().execute(_LOCK_RUN, {"run_id": run_id}).first()
     if run is None:
         raise NotFoundError(f"run {run_id} does not exist", field="run_id")
