@@ -2,13 +2,15 @@
 savepoint. A pass that fails (an exception, an SQL error after it wrote) is rolled back to its
 savepoint and the steps still commit and are acknowledged; the run's next ingest catches up, to
 the outcome of a run whose passes never failed. A commit that fails stores and acknowledges
-nothing and leaves the history cache as it was. Real databases, real commits (pooled sessions)."""
+nothing and leaves the history cache as it was. Concurrent ingests into one run each commit once.
+Real databases, real commits (pooled sessions)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
@@ -26,8 +28,10 @@ from service.settings import Settings
 from service.storage import _history_cache as history_cache
 from service.storage import detection as detection_store
 from service.storage._history_cache import HistoryCache
+from tests._servers import ServerThread
 from tests.service._helpers import run_body
 from tests.service.detectors import _traces
+from tests.service.test_command_races import CONNECTIONS, _concurrently
 
 BATCH = 5
 
@@ -229,3 +233,42 @@ def _steps_and_epoch(engine: Engine, run_id: int) -> tuple[list[int], int]:
         epoch = session.scalar(select(Run.epoch).where(Run.id == run_id))
         assert epoch is not None
         return list(steps), epoch
+
+
+def test_concurrent_ingests_of_one_run_each_commit_once(
+    server: ServerThread, database_url: str
+) -> None:
+    """Sixteen connections ingest into one run at once (the run row is locked from the epoch
+    bump to the commit; SQLite's writers wait for the write lock): every request is answered 200,
+    every step is stored once, no detection pass is deferred or fails, and the same batch sent
+    on every connection at once is accepted by one and a duplicate for the others."""
+    run_id = httpx.post(f"{server.url}/api/v1/runs", json=run_body("concurrent")).json()["id"]
+    steps_url = f"{server.url}/api/v1/runs/{run_id}/steps"
+    trace = _traces.healthy_run(n=CONNECTIONS * BATCH + BATCH)
+    chunks = _chunks(trace)
+
+    def post(chunk: list[dict[str, Any]]) -> Callable[[httpx.Client], httpx.Response]:
+        return lambda client: client.post(steps_url, json={"steps": chunk})
+
+    distinct = _concurrently([post(chunk) for chunk in chunks[:CONNECTIONS]])
+    assert [r.status_code for r in distinct] == [200] * CONNECTIONS, [r.text for r in distinct]
+    same = _concurrently([post(chunks[CONNECTIONS])] * CONNECTIONS)
+    assert [r.status_code for r in same] == [200] * CONNECTIONS, [r.text for r in same]
+    last = [r["step"] for r in chunks[CONNECTIONS]]
+    answers = sorted((r.json()["accepted"], r.json()["duplicates"]) for r in same)
+    assert answers == [([], last)] * (CONNECTIONS - 1) + [(last, [])]
+
+    engine = make_engine(database_url)
+    try:
+        steps, epoch = _steps_and_epoch(engine, run_id)
+    finally:
+        engine.dispose()
+    assert steps == [r["step"] for r in trace]
+    assert epoch == CONNECTIONS + 1  # one write of steps per accepted batch
+    metrics = httpx.get(f"{server.url}/metrics").text
+    failures = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("sharpwatch_detector_failures_total")
+    ]
+    assert failures == ["sharpwatch_detector_failures_total 0.0"], failures
