@@ -5,7 +5,9 @@ A 31 MB ingest body carries ~150k per-query rows; one pydantic model per row hel
 ``QueryRows`` is what ``StepIn.queries`` validates into: each row is still validated as a
 ``QueryIn`` (same rules, same error locations and messages), then the step's rows are packed into
 a tuple of ids and typed arrays (~0.3× the body) as soon as the step's list is validated, so only
-one step's models are ever alive.
+one step's models are ever alive. Queries sent as columns (``service.wire.query.QueryColumns``,
+issue 21) are validated list by list and packed into the same arrays with no row built; the
+content digest and the storage layer's inserts read those arrays (:meth:`QueryRows.packed`).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class StepIn(StepRecord[QueryIn]):
             if isinstance(column, array):
                 digest.update(_fixed_bytes(column))
             else:
-                digest.update(b"\0".join(i.encode("utf-8", "surrogatepass") for i in column))
+                digest.update(b"\0".join(query_id.encode() for query_id in column))
         return digest.hexdigest()
 
     def legacy_content_hash(self) -> str:

@@ -210,7 +210,7 @@ def _error(loc: tuple[str | int, ...], message: str, value: Any = None) -> InitE
 
 
 def _no_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)  # an omitted optional column is all null, not a null column
+    schema.pop("default", None)  # omitted means null for every query; no default to show
 
 
 def _column(name: str) -> tuple[Any, Any]:
