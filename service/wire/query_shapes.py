@@ -20,12 +20,12 @@ from typing import Any
 
 from service.wire.query import QUERY_ROW_FIELDS, query_row_dict
 
-__all__ = ["QueryColumns", "QueryRowsIn", "is_columns", "query_count", "query_rows"]
+__all__ = ["ColumnsMapping", "RowsSequence", "is_columns", "query_count", "query_rows"]
 
 #: ``queries`` as columns: field name → one value per query.
-QueryColumns = Mapping[str, Sequence[Any]]
+ColumnsMapping = Mapping[str, Sequence[Any]]
 #: ``queries`` as rows: one mapping per query.
-QueryRowsIn = Sequence[Mapping[str, Any]]
+RowsSequence = Sequence[Mapping[str, Any]]
 
 
 def is_columns(queries: object) -> bool:
@@ -33,7 +33,7 @@ def is_columns(queries: object) -> bool:
     return isinstance(queries, Mapping)
 
 
-def query_count(queries: QueryColumns | QueryRowsIn) -> int:
+def query_count(queries: ColumnsMapping | RowsSequence) -> int:
     """How many queries (rows) ``queries`` holds, in either shape. For columns: the length of
     ``query_id`` (the longest column when it is missing: such a record is refused anyway)."""
     if not isinstance(queries, Mapping):
@@ -44,7 +44,7 @@ def query_count(queries: QueryColumns | QueryRowsIn) -> int:
     return max((len(column) for column in queries.values() if column is not None), default=0)
 
 
-def query_rows(queries: QueryColumns | QueryRowsIn) -> list[dict[str, Any]]:
+def query_rows(queries: ColumnsMapping | RowsSequence) -> list[dict[str, Any]]:
     """``queries`` as one dict per query, from either shape. From columns each row holds every
     field of ``QUERY_ROW_FIELDS`` in that order (an absent or null column: ``None``), then any
     other column present; ``ValueError`` when a column's length differs from ``query_id``'s."""
