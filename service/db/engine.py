@@ -30,6 +30,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Checkpoint the WAL every 10,000 pages (~40 MB) instead of SQLite's 1,000. A one-step ingest
+    # writes ~250 pages (its per-query rows land on as many leaves of query_stats' unique index),
+    # so the default ran a checkpoint, with its fsyncs, inside every fourth request; a larger
+    # WAL also checkpoints a rewritten page once rather than once per request. Measured
+    # (store_and_detect, 600 one-step ingests, 256 queries): 179 -> 207 steps/s, p90 11 -> 5 ms.
+    cursor.execute("PRAGMA wal_autocheckpoint=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
