@@ -307,7 +307,13 @@ def detection_summary(session: Session, run_id: int) -> tuple[bool, float | None
     """In one query: whether an early_stop is outstanding, the α of the newest outstanding
     adjust_alpha (the α controller's working value while the trainer has not applied it), and
     the step at which the run's newest applied adjust_alpha took effect."""
-    row = session.connection().execute(_DETECTION_SUMMARY, {"run_id": run_id}).one()
+    return detection_summary_of(
+        session.connection().execute(_DETECTION_SUMMARY, {"run_id": run_id}).one()
+    )
+
+
+def detection_summary_of(row: Any) -> tuple[bool, float | None, int | None]:
+    """:func:`detection_summary` from a row holding ``DETECTION_SUMMARY``'s columns."""
     return bool(row.stop), row.alpha, row.applied_step
 
 
@@ -331,3 +337,6 @@ _DETECTION_SUMMARY = select(
     .scalar_subquery()
     .label("applied_step"),
 )
+#: :func:`detection_summary`'s columns (``stop``, ``alpha``, ``applied_step``; parameter
+#: ``run_id``) as a one-row subquery, for a statement that reads them with other rows.
+DETECTION_SUMMARY = _DETECTION_SUMMARY.subquery("command_summary")

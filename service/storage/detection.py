@@ -14,7 +14,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Integer, Row, String, Table, bindparam, func, select, update
+from sqlalchemy import Integer, Row, String, Table, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
@@ -110,8 +110,17 @@ _SAVE_RUN = (
         stop_reason=func.coalesce(bindparam("stop_reason", type_=String()), Run.stop_reason),
     )
 )
-_OPEN_ALERTS = select(Alert).where(
-    Alert.run_id == bindparam("run_id"), Alert.status == AlertStatus.OPEN
+#: The run's open alerts and the command summary (``commands.detection_summary``) in one round
+#: trip; read after the run row is locked, so both see every commit made before the lock was
+#: granted. One row with no alert when none is open.
+_SUMMARY = command_store.DETECTION_SUMMARY
+_OPEN_ALERTS_AND_SUMMARY = (
+    select(Alert, _SUMMARY.c.stop, _SUMMARY.c.alpha, _SUMMARY.c.applied_step)
+    .select_from(_SUMMARY)
+    .outerjoin(
+        Alert,
+        and_(Alert.run_id == bindparam("run_id"), Alert.status == AlertStatus.OPEN),
+    )
 )
 
 
@@ -156,10 +165,9 @@ def load_pending(
         cacheable = True
     if not ordered:
         return None
-    open_rows = {alert.rule: alert for alert in session.scalars(_OPEN_ALERTS, {"run_id": run_id})}
-    stop_outstanding, commanded_alpha, applied_step = command_store.detection_summary(
-        session, run_id
-    )
+    rows = session.execute(_OPEN_ALERTS_AND_SUMMARY, {"run_id": run_id}).all()
+    open_rows = {row[0].rule: row[0] for row in rows if row[0] is not None}
+    stop_outstanding, commanded_alpha, applied_step = command_store.detection_summary_of(rows[0])
     snapshot = RunSnapshot(
         config=config,
         policy=RunPolicy.model_validate(run.policy or {}, strict=False),
