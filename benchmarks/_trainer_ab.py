@@ -118,7 +118,14 @@ def child_main() -> None:
                 (line,), _ = clients[arg]._serialise([fresh])
                 wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
                 print(json.dumps({"wall": wall, "cpu": cpu, "bytes": len(line)}), flush=True)
+            elif cmd == "lock":
+                import _client_lock
+
+                name, _, count = arg.partition(" ")
+                print(json.dumps(_client_lock.burst(name, int(count))), flush=True)
             elif cmd == "quit":
+                if "_client_lock" in sys.modules:
+                    sys.modules["_client_lock"].close()
                 for client in clients.values():
                     assert client.flush(timeout=120)
                     client.close()

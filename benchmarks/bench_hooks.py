@@ -28,6 +28,11 @@
 6. ``--record-vs REF`` (issue 21): the client's writer thread's build + sanitise + serialise of
    one B = 512 monitor record and its JSON bytes, git ``REF``'s code against the working
    tree's, interleaved in one run (``_trainer_ab.py``).
+7. ``--lock`` / ``--lock-vs REF`` (issue 21): the wall time the training thread spends in
+   ``SharpwatchClient.submit_deferred`` and in acquiring the client's lock within it, and how
+   long the writer and sender threads hold that lock, B = 512 records 20 ms (or 5 ms) apart,
+   the log compacted at its default size or often (``_client_lock.py``); with ``REF``, its code
+   against the working tree's in alternating blocks.
 """
 
 from __future__ import annotations
@@ -354,6 +359,11 @@ def main() -> None:
         import _trainer_ab
 
         _trainer_ab.record_report(sys.argv[2])
+        return
+    if sys.argv[1:] == ["--lock"] or (len(sys.argv) == 3 and sys.argv[1] == "--lock-vs"):
+        import _client_lock  # section 7 only
+
+        _client_lock.report(sys.argv[2] if len(sys.argv) == 3 else None)
         return
     if sys.argv[1:] == ["--trainer"]:  # only section 4, with torch's threads, then 1
         threads = torch.get_num_threads()

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import httpx
 from pydantic import ConfigDict
@@ -213,6 +213,10 @@ class SharpwatchClient:
         self._spool_warn = spool_warn_records
         self._spool_warned_at = 0
         self._cond = threading.Condition()
+        # Serialises the offset file's writes (fsync, rename) and the log's truncation with
+        # each other; the sender writes the file without _cond, so submit() never waits for
+        # the disk. Taken before _cond, never while holding it; the training thread never takes it.
+        self._offset_lock = threading.Lock()
         # submitted, not yet serialised (monitor records unbuilt: the writer builds them)
         self._records: deque[dict[str, Any] | DeferredRecord] = deque()
         self._writing = 0  # records the writer has taken and not yet placed
@@ -535,7 +539,8 @@ class SharpwatchClient:
         self._writer.join(timeout=max(1.0, timeout))  # places what was submitted
         if self._thread is not None:
             self._thread.join(timeout=max(1.0, timeout))
-        with self._cond:
+        # A sender past its join timeout may be writing the offset file: wait for it.
+        with self._offset_lock, self._cond:
             wal, self._wal = self._wal, None
             if wal is not None:
                 wal.save_offset()
@@ -582,9 +587,15 @@ class SharpwatchClient:
             if not unsent or self.last_error is not None:
                 break
             time.sleep(0.01)
-        if wal is not None:
-            with contextlib.suppress(OSError):
-                wal.save_offset()
+        # Not in the middle of the sender's compaction (its offset 0 then the truncation), so
+        # the offset read is one of the current log. close(), if this signal interrupted it,
+        # holds the lock in this very thread and writes the offset itself.
+        if wal is not None and self._offset_lock.acquire(timeout=1.0):
+            try:
+                with contextlib.suppress(OSError):
+                    wal.save_offset()
+            finally:
+                self._offset_lock.release()
 
     def __enter__(self) -> SharpwatchClient:
         return self
@@ -777,12 +788,15 @@ class SharpwatchClient:
             with self._cond:
                 generation = self._token_generation
             retry = self._deliver(lines) if lines else False
+            offset: _OffsetSave | None = None
             with self._cond:
                 if not retry:
-                    self._acknowledge_locked(len(lines), wal_end, consumed)
+                    offset = self._acknowledge_locked(len(lines), wal_end, consumed)
                 self._lines_in_flight = 0
                 self._cond.notify_all()
                 closing = self._closed
+            if offset is not None:
+                self._save_offset(offset)
             if not retry:
                 backoff = 0.0
                 continue
@@ -853,20 +867,45 @@ class SharpwatchClient:
                 return lines[:count]
         return lines[:1]
 
-    def _acknowledge_locked(self, count: int, wal_end: int | None, consumed: int) -> None:
+    def _acknowledge_locked(
+        self, count: int, wal_end: int | None, consumed: int
+    ) -> _OffsetSave | None:
+        """Count the batch as taken; what of the offset file is due, to be written by
+        :meth:`_save_offset` after ``_cond`` is released."""
         if wal_end is None:
             for _ in range(min(count, len(self._lines))):
                 self._lines.popleft()
-            return
+            return None
         wal = self._wal
         if wal is None:
-            return
+            return None
         wal.ack(wal_end, consumed)
+        if wal.compactable:
+            return _OffsetSave(wal, wal.acked, wal.last_step, compact=True)
         now = time.monotonic()
+        if now - self._last_offset_save >= self._fsync_interval and wal.offset_unsaved:
+            self._last_offset_save = now
+            return _OffsetSave(wal, wal.acked, wal.last_step, compact=False)
+        return None
+
+    def _save_offset(self, save: _OffsetSave) -> None:
+        """Write the offset file outside ``_cond`` (the sender thread only). A compaction makes
+        offset 0 durable first, then empties the log under ``_cond`` only if nothing was
+        appended meanwhile (``WriteAheadLog.truncate``): a crash in between re-sends, never
+        skips, and records appended meanwhile stay, the offset file then behind them until the
+        next save. The offset lock is held throughout, so no other writer of the offset file
+        (close, the exit handler) reads an offset of the log before its truncation and writes
+        it after; the sender's own saves follow the order of its acknowledgements."""
+        wal = save.wal
         try:
-            if not wal.compact() and now - self._last_offset_save >= self._fsync_interval:
-                wal.save_offset()
-                self._last_offset_save = now
+            with self._offset_lock:
+                if not save.compact:
+                    wal.write_offset(save.offset, save.last_step)
+                    return
+                wal.write_offset(0, save.last_step, durable=True)
+                with self._cond:
+                    if self._wal is wal:
+                        wal.truncate(save.offset)
         except OSError as exc:
             log.warning("sharpwatch could not save its spool offset %s: %s", wal.offset_path, exc)
 
@@ -1018,6 +1057,15 @@ class SharpwatchClient:
             f"step {step} ({size} bytes) exceeds the service's body limit ({limit} bytes); "
             "raise SHARPWATCH_MAX_BODY_BYTES"
         )
+
+
+class _OffsetSave(NamedTuple):
+    """An offset file write the sender owes once it has released ``_cond``."""
+
+    wal: WriteAheadLog
+    offset: int  # acknowledged up to here (with compact: the log's end, all acknowledged)
+    last_step: int | None
+    compact: bool  # make offset 0 durable, then empty the log if nothing was appended
 
 
 def _queries_in(line: bytes) -> int | str:

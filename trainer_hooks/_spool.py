@@ -13,9 +13,13 @@ holds is harmless: identical re-sends are duplicates); a line that is not a JSON
 UTF-8, a block of NUL bytes, truncated JSON, an array) is skipped and reported by :meth:`read`.
 
 Threads: the client's writer thread calls :meth:`append` and :meth:`sync`, its sender thread
-:meth:`read`, :meth:`ack` and :meth:`compact`; the client serialises :meth:`append`,
-:meth:`ack` and :meth:`compact` under its lock. :meth:`read` needs no lock: it only reads bytes
-before :attr:`end`, which never change until :meth:`compact`, and only the sender compacts.
+:meth:`read`, :meth:`ack`, :meth:`write_offset` and :meth:`truncate`; the client serialises
+:meth:`append`, :meth:`ack` and :meth:`truncate` under its lock. :meth:`read` needs no lock: it
+only reads bytes before :attr:`end`, which never change until :meth:`truncate`, and only the
+sender truncates. :meth:`write_offset` (the offset file's write, fsync and rename: the slow
+part) needs only the client's offset lock, so the training thread never waits for the disk:
+a compaction makes offset 0 durable first, then truncates under the client's lock only if
+nothing was appended meanwhile (:meth:`compact` does both, for a single thread).
 """
 
 from __future__ import annotations
@@ -136,6 +140,7 @@ class WriteAheadLog:
             self._reader = open(self.path, "rb")  # noqa: SIM115 - closed in close()
             self._dirty = False
             self._saved_offset = stored_offset
+            self._closed = False
         except BaseException:
             os.close(self._fd)
             raise
@@ -310,31 +315,58 @@ class WriteAheadLog:
         """Persist :attr:`acked` (and the last step) atomically."""
         if self._saved_offset == self.acked and not durable:
             return
+        self.write_offset(self.acked, self.last_step, durable=durable)
+
+    def write_offset(self, offset: int, last_step: int | None, *, durable: bool = False) -> None:
+        """Persist ``offset`` (write a temporary file, rename it over the offset file; ``durable``:
+        fsync it first). Reads no state the client's lock guards, so the sender calls it outside
+        that lock; the client serialises callers with its offset lock. A no-op once closed."""
+        if self._closed:
+            return
         temporary = self.offset_path.with_suffix(".offset.tmp")
-        data = json.dumps({"offset": self.acked, "last_step": self.last_step})
+        data = json.dumps({"offset": offset, "last_step": last_step})
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(data)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
         temporary.replace(self.offset_path)
-        self._saved_offset = self.acked
+        self._saved_offset = offset
 
-    def compact(self) -> bool:
-        """When everything is acknowledged and the log is big, empty it. Caller holds the lock.
-        Offset 0 is made durable first: a crash in between re-sends, it never skips."""
-        if self.acked != self.end or self.end < self.compact_bytes:
+    @property
+    def offset_unsaved(self) -> bool:
+        """The offset file is behind :attr:`acked`."""
+        return self._saved_offset != self.acked
+
+    @property
+    def compactable(self) -> bool:
+        """Everything is acknowledged and the log is big enough to empty."""
+        return self.acked == self.end >= self.compact_bytes
+
+    def truncate(self, expected_end: int) -> bool:
+        """Empty the log if it is still fully acknowledged at ``expected_end`` (nothing was
+        appended since offset 0 was made durable); False otherwise. Caller holds the lock."""
+        if self._closed or not self.acked == self.end == expected_end:
             return False
-        self.acked = 0
-        self.save_offset(durable=True)
         os.ftruncate(self._fd, 0)
         # A buffered reader may still hold the old bytes of these positions: start afresh.
         self._reader.close()
         self._reader = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        self.acked = 0
         self.end = 0
         self.trusted_from = 0
         self.pending = 0
         return True
+
+    def compact(self) -> bool:
+        """When everything is acknowledged and the log is big, empty it. Offset 0 is made durable
+        first: a crash in between re-sends, it never skips. For a single thread; the client
+        calls :meth:`write_offset` and :meth:`truncate` itself, under different locks."""
+        if not self.compactable:
+            return False
+        end = self.end
+        self.write_offset(0, self.last_step, durable=True)
+        return self.truncate(end)
 
     def close(self) -> None:
         """Persist the offset; remove the log once everything in it was acknowledged (the
@@ -349,5 +381,6 @@ class WriteAheadLog:
             self.end = 0
         with contextlib.suppress(OSError):
             self.save_offset(durable=True)
+        self._closed = True
         self._reader.close()
         os.close(self._fd)

@@ -8,10 +8,13 @@ produced and when. The spool directory comes from ``$SHARPWATCH_SPOOL_DIR``. Wit
 ``own-handler`` the trainer installs its own SIGTERM handler first (it prints ``own handler``
 and exits with status 3, as a trainer that checkpoints on SIGTERM would); on SIGINT
 (``KeyboardInterrupt``) it prints ``interrupted`` and exits with 130.
+``$SHARPWATCH_TEST_COMPACT_BYTES`` sets the size at which a drained log is emptied (1: every
+time, so kills land in compactions).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -41,6 +44,10 @@ def inputs(incarnation: int, i: int) -> StepInputs:
 
 def main() -> int:
     url, name, incarnation, steps, pace = sys.argv[1:6]
+    if os.environ.get("SHARPWATCH_TEST_COMPACT_BYTES"):
+        from trainer_hooks import _spool
+
+        _spool.COMPACT_BYTES = int(os.environ["SHARPWATCH_TEST_COMPACT_BYTES"])
     own_handler = sys.argv[6:] == ["own-handler"]
     if own_handler:
 

@@ -101,8 +101,11 @@ class Trainer:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "compact_bytes", [None, 1], ids=["default-log", "log-compacted-whenever-drained"]
+)
 def test_a_trainer_killed_during_outages_keeps_every_promised_step_exactly_once(
-    tmp_path: Path,
+    tmp_path: Path, compact_bytes: int | None
 ) -> None:
     seed = int(os.environ.get("SHARPWATCH_KILL_SEED") or random.SystemRandom().randrange(10**6))
     rng = random.Random(seed)
@@ -112,6 +115,7 @@ def test_a_trainer_killed_during_outages_keeps_every_promised_step_exactly_once(
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "SHARPWATCH_SPOOL_DIR": str(tmp_path / "spool"),
+        "SHARPWATCH_TEST_COMPACT_BYTES": "" if compact_bytes is None else str(compact_bytes),
     }
     # signal, the trainer's own SIGTERM handler?, trainer starts while the service is down?
     plan = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -427,10 +428,6 @@ def test_a_trainer_restarted_while_the_service_is_down_numbers_after_its_spool(
 def test_fsync_is_batched_within_the_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-
-    from trainer_hooks import _spool
-
     synced: list[float] = []
     real_fsync = os.fsync
 
@@ -438,7 +435,7 @@ def test_fsync_is_batched_within_the_interval(
         synced.append(time.monotonic())
         real_fsync(fd)
 
-    monkeypatch.setattr(_spool.os, "fsync", counting_fsync)
+    monkeypatch.setattr("trainer_hooks._spool.os.fsync", counting_fsync)
     client = SharpwatchClient(
         f"http://127.0.0.1:{_free_port()}",
         spool_dir=tmp_path / "spool",
@@ -545,4 +542,75 @@ def test_a_spool_that_cannot_be_written_keeps_records_in_memory_until_it_can(
         assert (client.dropped, client.rejected) == (0, 0)
         assert caplog.text.count("No space left on device") == 1  # said once, not per record
         assert "writes its spool" in caplog.text
+        client.close()
+
+
+def test_a_compaction_keeps_what_was_appended_while_offset_zero_was_written(
+    tmp_path: Path,
+) -> None:
+    """The sender makes offset 0 durable outside the client's lock; a record the writer appends
+    meanwhile stops the truncation, and a crash then re-sends the whole log, skipping none."""
+    from trainer_hooks._spool import WriteAheadLog
+
+    wal = WriteAheadLog(tmp_path, "k", compact_bytes=1)
+    wal.append([_line(0), _line(1)], 1)
+    chunk = wal.read(wal.acked, wal.end, 10, None)
+    wal.ack(chunk.end, chunk.consumed)
+    assert wal.compactable
+    drained_at = wal.end
+    wal.write_offset(0, wal.last_step, durable=True)
+    wal.append([_line(2)], 2)  # the writer, between the offset's write and the truncation
+    assert not wal.truncate(drained_at)
+    assert (wal.acked, wal.pending, wal.offset_unsaved) == (drained_at, 1, True)
+    wal._reader.close()  # the process dies here: no close(), the offset file says 0
+    os.close(wal._fd)
+    reopened = WriteAheadLog(tmp_path, "k", compact_bytes=1)
+    assert (reopened.acked, reopened.pending) == (0, 3)
+    chunk = reopened.read(reopened.acked, reopened.end, 10, None)
+    assert [json.loads(x)["step"] for x in chunk.lines] == [0, 1, 2]
+    assert reopened.truncate(drained_at) is False  # not fully acknowledged
+    reopened.close()
+
+
+def test_submit_does_not_wait_for_the_offset_files_disk_writes(
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the sender is inside a slow offset write (a compaction's fsync and rename), the
+    training thread's submit() returns at once, and every record still arrives in order."""
+    import threading
+
+    from trainer_hooks import _spool
+
+    monkeypatch.setattr(_spool, "COMPACT_BYTES", 1)  # every drained log is compacted
+    inside, release = threading.Event(), threading.Event()
+    rename = Path.replace
+
+    def slow_disk(self: Path, target: Any) -> Path:
+        if str(target).endswith(".offset") and not release.is_set():
+            inside.set()  # the offset file's rename (after its fsync, for a compaction)
+            release.wait(30)
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "replace", slow_disk)
+    with _server(database) as server:
+        client = SharpwatchClient(server.url, spool_dir=tmp_path / "spool", flush_interval=0.001)
+        run = client.register_run("slow-disk", group_size=4)
+        try:
+            client.submit(_record(0))
+            assert inside.wait(20), "the sender never saved its offset"
+
+            def train() -> None:
+                for step in range(1, 20):
+                    client.submit(_record(step))
+
+            submitter = threading.Thread(target=train)
+            submitter.start()
+            submitter.join(timeout=5)
+            assert not submitter.is_alive(), "submit() waited for the offset file's write"
+            assert _wait(lambda: client.spooled == 19), "the writer waited for it too"
+        finally:
+            release.set()
+        assert client.flush(timeout=30), client.flush_error
+        assert [s["step"] for s in _stored(server.url, run.id)] == list(range(20))
+        assert (client.rejected, client.dropped, client.bad_lines) == (0, 0, 0)
         client.close()
