@@ -95,10 +95,9 @@ def child_main() -> None:
             for _ in range(3):
                 monitors[name].step(inputs[name])
         # Without a sender the step's record stays unbuilt (a DeferredRecord): each "record"
-        # command builds a fresh copy of it the way the client's writer thread does.
-        unbuilt = {
-            name: Monitor(group_size=g, kl_beta=0.04).step(inputs[name])._record for name in CONFIGS
-        }
+        # command builds a fresh copy of it the way the client's writer thread does. Made on
+        # first use: trees older than the deferred record (5d621b3) have none.
+        unbuilt: dict[str, Any] = {}
         for line in sys.stdin:
             cmd, _, arg = line.strip().partition(" ")
             if cmd == "ready":
@@ -112,6 +111,8 @@ def child_main() -> None:
                 wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
                 print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
             elif cmd == "record":
+                if arg not in unbuilt:
+                    unbuilt[arg] = Monitor(group_size=g, kl_beta=0.04).step(inputs[arg])._record
                 record = unbuilt[arg]
                 fresh = record.with_metrics(dict(record.metrics), list(record.non_finite))
                 c0, t0 = time.thread_time(), time.perf_counter()
