@@ -268,7 +268,8 @@ def ingest_sharpwatch(
             if response.status_code != 200:
                 raise RuntimeError(f"sharpwatch answered {response.status_code}: {response.text}")
         seconds = time.perf_counter() - start
-        accepted = client.get(path, params={"limit": 1, "from": steps - 1}).json()["items"]
+        page = client.get(path, params={"limit": 1, "from": steps - 1}).json()
+        accepted = page["items"] if "items" in page else page["steps"]  # older trees: "steps"
         if not accepted or accepted[0]["step"] != steps - 1:
             raise RuntimeError("sharpwatch did not store the last step")
     return seconds, values, len(bodies)
