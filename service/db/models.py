@@ -138,7 +138,10 @@ class QueryStat(_QueryFieldColumns, Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    # Revision 0012: no foreign key (PostgreSQL's per-row check doubled the cost of a batched
+    # COPY, issue 21). ``storage.runs.delete_run`` deletes a run's rows explicitly; ingest writes
+    # them after its steps rows, whose key holds the run (``storage.steps._ingest_once``).
+    run_id: Mapped[int] = mapped_column(Integer)
     step: Mapped[int] = mapped_column(Integer)
     query_id: Mapped[str] = mapped_column(String(256))
     group_size: Mapped[int] = mapped_column(Integer)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import cast
 
-from sqlalchemy import and_, select
+from sqlalchemy import Table, and_, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
-from service.db.models import Run, Step
+from service.db.models import QueryStat, Run, Step
 from service.errors import NotFoundError
 from service.schemas.runs import RunCreate, RunUpdate
 from service.storage import tokens as token_store
 from service.storage._pagination import keyset_page
+from service.storage._transactions import begin_write
 from service.wire import RunStatus, Verdict
 
 ENDED = (RunStatus.FINISHED, RunStatus.FAILED)
@@ -121,7 +123,28 @@ def update_run(session: Session, run_id: int, change: RunUpdate) -> Run:
 
 
 def delete_run(session: Session, run_id: int) -> None:
-    """Delete the run; every row that belongs to it goes with it (ON DELETE CASCADE)."""
-    run = get(session, run_id)
-    session.delete(run)
+    """Delete the run and every row that belongs to it: its per-query rows explicitly
+    (``query_stats`` has no foreign key, revision 0012), the other tables' rows by their
+    ON DELETE CASCADE; one transaction, bulk statements.
+
+    No per-query row outlives its run, with ingest racing (several workers): the run row is
+    locked first (``FOR UPDATE``; on SQLite ``begin_write`` takes the single write lock). An
+    ingest writes its steps rows before its per-query rows, and the steps' foreign key takes a
+    KEY SHARE lock on the run row until its commit (``storage.steps._ingest_once``): the lock
+    here waits for that commit, and the DELETE below, a new statement, sees its rows. An ingest
+    whose steps INSERT comes after this lock waits for this commit, then fails the steps' key
+    (its retry answers 404) before writing any per-query row."""
+    begin_write(session)
+    locked = session.execute(
+        select(Run.id).where(Run.id == run_id).with_for_update()
+    ).scalar_one_or_none()
+    if locked is None:
+        session.rollback()
+        raise NotFoundError(f"run {run_id} does not exist", field="run_id")
+    session.execute(delete(_QUERY_TABLE).where(_QUERY_TABLE.c.run_id == run_id))
+    session.execute(delete(_RUN_TABLE).where(_RUN_TABLE.c.id == run_id))
     session.commit()
+
+
+_QUERY_TABLE = cast(Table, QueryStat.__table__)
+_RUN_TABLE = cast(Table, Run.__table__)

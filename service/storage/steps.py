@@ -131,6 +131,9 @@ def _ingest_once(session: Session, run_id: int, batch: StepBatchIn) -> IngestRes
     # Core inserts (no per-row ORM work): one executemany for the steps, and for the per-query
     # rows COPY on PostgreSQL or one executemany elsewhere, all in the request's transaction.
     step_rows = [_step_row(run_id, record, hashes[record.step], now) for record in fresh]
+    # Steps before per-query rows: the steps' foreign key locks the run row (KEY SHARE, until the
+    # commit) or fails if the run is gone, before any row of query_stats (no foreign key,
+    # revision 0012) is written; storage.runs.delete_run relies on this order.
     connection.execute(_INSERT_STEPS, step_rows)
     rows = _insert_query_rows(session, run_id, fresh)
     newest = max(record.step for record in fresh)

@@ -127,6 +127,9 @@ def test_delete_run_removes_everything_it_owns(client: TestClient, app: FastAPI)
         for table in (Step, QueryStat, Command):
             rows = session.scalar(select(func.count()).where(table.run_id == run_id))
             assert rows == 0, table.__tablename__
+        # (query_stats has no foreign key, revision 0012: delete_run removes its rows itself)
+        kept_rows = session.scalar(select(func.count()).where(QueryStat.run_id == keep))
+        assert kept_rows == 9
     # The other run is untouched.
     assert len(client.get(f"/api/v1/runs/{keep}/steps").json()["items"]) == 3
     assert client.get(f"/api/v1/runs/{keep}/steps/1").json()["n_queries"] == 3
